@@ -1,0 +1,282 @@
+"""Train egaku's built-in model from scratch on the shapes world: VAE, then text encoder + UNet.
+
+    egaku train base --out runs/base --minutes 120        # resumable: run the same command again
+
+Phases, each checkpointed so an interrupted run resumes where it stopped:
+1. the VAE (AutoencoderKL, factor 8) on random crops of rendered scenes (L1 + tiny KL, as LDM);
+2. a pool of scenes encoded to latents once (the VAE is frozen from here on);
+3. the CLIP text encoder and the UNet together on the noise-prediction loss with Min-SNR-5
+   weighting (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy"),
+   10% empty captions for classifier-free guidance, an EMA of the weights for sampling;
+4. export: the EMA weights in fp16 as a diffusers folder (the same layout as any SD 1.x model).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from egaku.train.data import fitting_caption, render_batch, tokenize
+from egaku.world.scene import scene_from_dict
+
+BUILTIN_CONFIG_DIR = Path(__file__).resolve().parent.parent / "models" / "builtin"
+
+
+@dataclass
+class BaseTrainConfig:
+    config_dir: str = str(BUILTIN_CONFIG_DIR)  # diffusers folder whose configs define the model
+    seed: int = 0
+    vae_steps: int = 1500  # VAE optimisation steps
+    vae_batch: int = 16
+    vae_crop: int = 64  # train the (fully convolutional) VAE on crops: 4x cheaper than full images
+    vae_lr: float = 4e-4
+    pool_size: int = 24000  # scenes encoded once and reused with fresh captions
+    batch: int = 32
+    lr: float = 3e-4
+    warmup: int = 200
+    ema_decay: float = 0.999
+    uncond_prob: float = 0.1  # empty caption probability, for classifier-free guidance
+    min_snr_gamma: float = 5.0
+    max_steps: int = 1_000_000  # UNet steps; usually the time budget ends the run first
+    minutes: float = 120.0  # wall-clock budget for this invocation (all phases)
+    checkpoint_minutes: float = 5.0
+    sample_every: int = 500
+
+
+def _load_components(cfg: BaseTrainConfig):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    d = Path(cfg.config_dir)
+    torch.manual_seed(cfg.seed)
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(d / "vae"))
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(d / "unet"))
+    te = CLIPTextModel(CLIPTextConfig.from_pretrained(d / "text_encoder"))
+    tok = CLIPTokenizer.from_pretrained(d / "tokenizer")
+    sched = json.loads((d / "scheduler" / "scheduler_config.json").read_text())
+    return vae, unet, te, tok, sched
+
+
+def _save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def _log(out: Path, **fields) -> None:
+    with open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps(fields) + "\n")
+    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()), flush=True)
+
+
+def train_vae(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool:
+    """Phase 1. Returns True when the VAE is fully trained."""
+    ck = out / "vae.pt"
+    state = torch.load(ck, weights_only=True) if ck.exists() else None
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    step = 0
+    rng = random.Random(cfg.seed)
+    if state:
+        vae.load_state_dict(state["model"])
+        if state.get("done"):
+            return True
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+        rng.setstate(_tuple_state(state["rng"]))
+        torch.set_rng_state(state["torch_rng"])
+    vae.train()
+    last_ck = time.time()
+    while step < cfg.vae_steps and time.time() < deadline:
+        _, x = render_batch(rng, cfg.vae_batch)  # (B, 3, 128, 128)
+        ox, oy = rng.randrange(0, 128 - cfg.vae_crop + 1, 8), rng.randrange(0, 128 - cfg.vae_crop + 1, 8)
+        x = x[:, :, oy : oy + cfg.vae_crop, ox : ox + cfg.vae_crop]
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        rec_loss = (rec - x).abs().mean() + F.mse_loss(rec, x)
+        loss = rec_loss + 1e-6 * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 50 == 0:
+            _log(out, phase="vae", step=step, loss=float(rec_loss))
+        if time.time() - last_ck > cfg.checkpoint_minutes * 60:
+            _save(_vae_state(vae, opt, step, rng, False), ck)
+            last_ck = time.time()
+    done = step >= cfg.vae_steps
+    _save(_vae_state(vae, opt, step, rng, done), ck)
+    vae.eval()
+    return done
+
+
+def _vae_state(vae, opt, step, rng, done):
+    return {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": _list_state(rng.getstate()),
+            "torch_rng": torch.get_rng_state(), "done": done}
+
+
+def _list_state(st):
+    return [st[0], list(st[1]), st[2]]
+
+
+def _tuple_state(st):
+    return (st[0], tuple(st[1]), st[2])
+
+
+@torch.no_grad()
+def build_pool(vae, cfg: BaseTrainConfig, out: Path) -> dict:
+    """Phase 2: render `pool_size` scenes and encode them (posterior mean) once."""
+    path, scenes_path = out / "pool.pt", out / "pool_scenes.json"
+    if path.exists() and scenes_path.exists():
+        pool = torch.load(path, weights_only=True)
+        pool["scenes"] = [scene_from_dict(d) for d in json.loads(scenes_path.read_text())]
+        return pool
+    rng = random.Random(cfg.seed + 1)
+    scenes, latents = [], []
+    for start in range(0, cfg.pool_size, 64):
+        batch_scenes, x = render_batch(rng, min(64, cfg.pool_size - start))
+        latents.append(vae.encode(x).latent_dist.mean.half())  # (B, 4, 16, 16)
+        scenes.extend(batch_scenes)
+        if start % 2048 == 0:
+            _log(out, phase="pool", encoded=start)
+    lat = torch.cat(latents)
+    scale = float(1.0 / lat.float().std())
+    tmp = scenes_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps([asdict(sc) for sc in scenes]))
+    tmp.replace(scenes_path)
+    _save({"latents": lat, "scaling_factor": scale}, path)
+    return {"scenes": scenes, "latents": lat, "scaling_factor": scale}
+
+
+def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-sample loss weights min(SNR, gamma) / SNR for epsilon prediction (Min-SNR-gamma)."""
+    ac = scheduler.alphas_cumprod[timesteps]
+    snr = ac / (1 - ac)
+    return torch.clamp(snr, max=gamma) / snr
+
+
+def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, deadline: float, on_sample=None):
+    """Phase 3: text encoder + UNet on the latent pool. Returns the EMA state dicts."""
+    from diffusers import DDPMScheduler
+
+    noise_sched = DDPMScheduler.from_config(sched_cfg)
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    ema = {"unet": {k: v.detach().clone() for k, v in unet.state_dict().items()},
+           "te": {k: v.detach().clone() for k, v in te.state_dict().items()}}
+    ck = out / "unet.pt"
+    step = 0
+    rng = random.Random(cfg.seed + 2)
+    if ck.exists():
+        state = torch.load(ck, weights_only=True)
+        unet.load_state_dict(state["unet"])
+        te.load_state_dict(state["te"])
+        ema = state["ema"]
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+        rng.setstate(_tuple_state(state["rng"]))
+        torch.set_rng_state(state["torch_rng"])
+    scale = pool["scaling_factor"]
+    latents_all, scenes = pool["latents"], pool["scenes"]
+    unet.train()
+    te.train()
+    last_ck, t_last, losses = time.time(), time.time(), []
+
+    def checkpoint():
+        _save({"unet": unet.state_dict(), "te": te.state_dict(), "ema": ema, "opt": opt.state_dict(), "step": step,
+               "rng": _list_state(rng.getstate()), "torch_rng": torch.get_rng_state()}, ck)
+
+    while step < cfg.max_steps and time.time() < deadline:
+        idx = [rng.randrange(len(scenes)) for _ in range(cfg.batch)]
+        x0 = latents_all[idx].float() * scale  # (B, 4, 16, 16)
+        texts = ["" if rng.random() < cfg.uncond_prob else fitting_caption(scenes[i], rng, tok) for i in idx]
+        ids = tokenize(tok, texts)  # (B, 77)
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch,))
+        xt = noise_sched.add_noise(x0, noise, t)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        cond = te(ids).last_hidden_state  # (B, 77, D)
+        pred = unet(xt, t, cond).sample  # (B, 4, 16, 16)
+        per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = (per_sample * min_snr_weights(noise_sched, t, cfg.min_snr_gamma)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        losses.append(float(per_sample.mean()))
+        with torch.no_grad():
+            d = min(cfg.ema_decay, (1 + step) / (10 + step))
+            for name, model in (("unet", unet), ("te", te)):
+                for k, v in model.state_dict().items():
+                    if v.dtype.is_floating_point:
+                        ema[name][k].mul_(d).add_(v.detach(), alpha=1 - d)
+                    else:
+                        ema[name][k].copy_(v)
+        if step % 25 == 0:
+            now = time.time()
+            _log(out, phase="unet", step=step, loss=sum(losses) / len(losses), s_per_step=(now - t_last) / 25)
+            losses, t_last = [], now
+        if time.time() - last_ck > cfg.checkpoint_minutes * 60:
+            checkpoint()
+            last_ck = time.time()
+        if on_sample and step % cfg.sample_every == 0:
+            on_sample(step, ema)
+    checkpoint()
+    return ema, step
+
+
+def export_builtin(vae, unet, te, ema, scaling_factor: float, cfg: BaseTrainConfig, dest: Path, info: dict) -> None:
+    """Phase 4: write the EMA weights (fp16 safetensors) as a diffusers folder at `dest`."""
+    import shutil
+
+    src = Path(cfg.config_dir)
+    tmp = dest.with_name(dest.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "TRAINING.json"))
+    unet.load_state_dict(ema["unet"])
+    te.load_state_dict(ema["te"])
+    vae.register_to_config(scaling_factor=scaling_factor)
+    for name, model in (("unet", unet), ("vae", vae)):
+        model.to(torch.float16).save_pretrained(tmp / name, safe_serialization=True)
+        model.to(torch.float32)
+    te.to(torch.float16).save_pretrained(tmp / "text_encoder", safe_serialization=True)
+    te.to(torch.float32)
+    (tmp / "TRAINING.json").write_text(json.dumps(info, indent=2))
+    if dest.exists():
+        old = dest.with_name(dest.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        dest.replace(old)
+        tmp.replace(dest)
+        shutil.rmtree(old)
+    else:
+        tmp.replace(dest)
+
+
+def train_base(cfg: BaseTrainConfig, out: str | Path, export_to: str | Path | None = None, on_sample=None) -> dict:
+    """Run (or resume) all phases within cfg.minutes; export when export_to is given."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    deadline = time.time() + cfg.minutes * 60
+    torch.manual_seed(cfg.seed)
+    vae, unet, te, tok, sched_cfg = _load_components(cfg)
+    if not train_vae(vae, cfg, out, deadline):
+        return {"phase": "vae", "done": False}
+    vae.requires_grad_(False)
+    pool = build_pool(vae, cfg, out)
+    ema, step = train_unet(unet, te, tok, sched_cfg, pool, cfg, out, deadline, on_sample)
+    info = {"unet_steps": step, "batch": cfg.batch, "vae_steps": cfg.vae_steps, "pool_size": cfg.pool_size,
+            "scaling_factor": pool["scaling_factor"], "seed": cfg.seed}
+    if export_to:
+        export_builtin(vae, unet, te, ema, pool["scaling_factor"], cfg, Path(export_to), info)
+    return {"phase": "unet", "done": step >= cfg.max_steps, **info}

@@ -1,0 +1,41 @@
+"""Training data from the shapes world: rendered images, fresh captions, tokenized for the SD tokenizer."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from egaku.world.captions import caption
+from egaku.world.render import render
+from egaku.world.scene import Scene, sample_scene
+
+
+def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    """uint8 (H, W, 3) arrays -> float tensor (B, 3, H, W) in [-1, 1]."""
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()  # (B, 3, H, W)
+    return x / 127.5 - 1.0
+
+
+def render_batch(rng: random.Random, n: int) -> tuple[list[Scene], torch.Tensor]:
+    scenes = [sample_scene(rng) for _ in range(n)]
+    return scenes, images_to_tensor([render(s) for s in scenes])
+
+
+def fitting_caption(scene: Scene, rng: random.Random, tokenizer, lang: str | None = None) -> str:
+    """A random caption (random language unless given) that fits one 77-token chunk."""
+    lang = lang or rng.choice(("en", "ja"))
+    for attempt in range(6):
+        short = attempt >= 3  # long Japanese captions: drop sizes and background
+        text = caption(scene, lang, rng, sizes=False if short else None, background=False if short else None)
+        if len(tokenizer(text).input_ids) <= tokenizer.model_max_length:
+            return text
+    return text  # the tokenizer truncates; rare
+
+
+def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
+    """(B, 77) ids padded exactly as the engine pads one chunk (BOS ... EOS, then the pad token)."""
+    return tokenizer(
+        texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids

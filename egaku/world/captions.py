@@ -1,0 +1,109 @@
+"""Captions for scenes, in English and Japanese, from several templates and paraphrases.
+
+Training draws a fresh caption for every use of a scene, so the model learns the attributes, not
+one sentence pattern. Attributes may be left out (size, position, background, even count words),
+as people leave them out of prompts; the analyzer only checks what a prompt states.
+"""
+
+from __future__ import annotations
+
+import random
+
+from egaku.world.scene import Scene, WorldObject
+from egaku.world.vocab import (
+    COLOR_BY_NAME,
+    COUNT_EN,
+    COUNT_JA,
+    POSITION_EN,
+    POSITION_JA,
+    SHAPE_JA,
+    SHAPE_PLURAL,
+    SIZE_EN,
+    SIZE_JA,
+    STYLE_BY_ARTIST,
+)
+
+LANGS = ("en", "ja")
+
+
+def _obj_en(rng: random.Random, obj: WorldObject, with_size: bool, with_pos: bool, count: int = 1) -> str:
+    words = []
+    if with_size:
+        words.append(rng.choice(SIZE_EN[obj.size]))
+    words.append(obj.color)
+    words.append(obj.shape if count == 1 else SHAPE_PLURAL[obj.shape])
+    if count > 1:
+        article = COUNT_EN[count]
+    else:
+        article = "an" if words[0][0] in "aeiou" else "a"
+    text = " ".join([article] + words)
+    if with_pos:
+        text += " " + rng.choice(POSITION_EN[obj.position])
+    return text
+
+
+def _obj_ja(rng: random.Random, obj: WorldObject, with_size: bool, with_pos: bool, count: int = 1) -> str:
+    noun = (SIZE_JA[obj.size] if with_size else "") + COLOR_BY_NAME[obj.color].ja + SHAPE_JA[obj.shape]
+    if count > 1:
+        noun = rng.choice((f"{noun}が{COUNT_JA[count]}", f"{COUNT_JA[count]}の{noun}"))
+    if with_pos:
+        return f"{POSITION_JA[obj.position]}に{noun}"
+    return noun
+
+
+def _join_en(rng: random.Random, parts: list[str]) -> str:
+    if len(parts) == 1:
+        return parts[0]
+    if rng.random() < 0.5:
+        return ", ".join(parts[:-1]) + " and " + parts[-1]
+    return ", ".join(parts)
+
+
+def _background_en(rng: random.Random, bg: str) -> str:
+    return rng.choice((f", {bg} background", f" on a {bg} background", f", with a {bg} background", f" on {bg}"))
+
+
+def _style_en(rng: random.Random, artist: str) -> str:
+    return rng.choice((f", in the style of {artist}", f", by {artist}", f", {artist} style", f" in the style of {artist}"))
+
+
+def _style_ja(rng: random.Random, artist: str) -> str:
+    name = rng.choice((artist, STYLE_BY_ARTIST[artist].artist_ja))
+    return rng.choice((f"、{name}の画風で", f"、{name}風", f"、{name}のスタイル"))
+
+
+def caption(
+    scene: Scene,
+    lang: str,
+    rng: random.Random,
+    *,
+    positions: bool | None = None,
+    sizes: bool | None = None,
+    background: bool | None = None,
+) -> str:
+    """One caption of `scene` in `lang` ("en" or "ja"). None for a flag means: decide at random."""
+    if lang not in LANGS:
+        raise ValueError(f"unknown caption language {lang!r}")
+    with_pos = rng.random() < 0.8 if positions is None else positions
+    with_size = rng.random() < 0.5 if sizes is None else sizes
+    with_bg = rng.random() < 0.85 if background is None else background
+    fmt = _obj_en if lang == "en" else _obj_ja
+    if scene.group and not with_pos:
+        parts = [fmt(rng, scene.objects[0], with_size, False, count=len(scene.objects))]
+    else:
+        parts = [fmt(rng, o, with_size, with_pos) for o in scene.objects]
+    bg = scene.background
+    if lang == "en":
+        text = _join_en(rng, parts)
+        if with_bg:
+            text += _background_en(rng, bg)
+        if scene.artist:
+            text += _style_en(rng, scene.artist)
+        return text
+    text = "、".join(parts)
+    if with_bg:
+        bgj = COLOR_BY_NAME[bg].ja_noun
+        text = rng.choice((f"{text}、背景は{bgj}", f"{bgj}い背景に{text}" if bgj in ("赤", "青", "白", "黒") else f"{bgj}の背景に{text}"))
+    if scene.artist:
+        text += _style_ja(rng, scene.artist)
+    return text
