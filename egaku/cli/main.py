@@ -30,6 +30,8 @@ COMMAND_MODULES = (
     "egaku.cli.generate",
     "egaku.cli.info",
     "egaku.cli.models",
+    "egaku.cli.train",
+    "egaku.cli.evaluate",
 )
 
 

@@ -3,7 +3,7 @@
     egaku train base --out runs/base --minutes 120        # resumable: run the same command again
 
 Phases, each checkpointed so an interrupted run resumes where it stopped:
-1. the VAE (AutoencoderKL, factor 8) on random crops of rendered scenes (L1 + tiny KL, as LDM);
+1. the VAE (AutoencoderKL, factor 8) on rendered scenes (L1 + MSE + a tiny KL term, as LDM);
 2. a pool of scenes encoded to latents once (the VAE is frozen from here on);
 3. the CLIP text encoder and the UNet together on the noise-prediction loss with Min-SNR-5
    weighting (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy"),
@@ -33,13 +33,15 @@ BUILTIN_CONFIG_DIR = Path(__file__).resolve().parent.parent / "models" / "builti
 class BaseTrainConfig:
     config_dir: str = str(BUILTIN_CONFIG_DIR)  # diffusers folder whose configs define the model
     seed: int = 0
-    vae_steps: int = 1500  # VAE optimisation steps
-    vae_batch: int = 16
-    vae_crop: int = 64  # train the (fully convolutional) VAE on crops: 4x cheaper than full images
+    vae_steps: int = 1200  # VAE optimisation steps
+    vae_batch: int = 8
+    # Whole images: a VAE trained on small crops reconstructs full images badly here, since its
+    # GroupNorm statistics (and mid-block attention) see mostly flat background in a crop.
+    vae_crop: int = 128
     vae_lr: float = 4e-4
     pool_size: int = 24000  # scenes encoded once and reused with fresh captions
     batch: int = 32
-    lr: float = 3e-4
+    lr: float = 4e-4
     warmup: int = 200
     ema_decay: float = 0.999
     uncond_prob: float = 0.1  # empty caption probability, for classifier-free guidance
@@ -106,7 +108,7 @@ def train_vae(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool:
         opt.step()
         step += 1
         if step % 50 == 0:
-            _log(out, phase="vae", step=step, loss=float(rec_loss))
+            _log(out, phase="vae", step=step, loss=float(rec_loss.detach()))
         if time.time() - last_ck > cfg.checkpoint_minutes * 60:
             _save(_vae_state(vae, opt, step, rng, False), ck)
             last_ck = time.time()
@@ -161,7 +163,8 @@ def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.T
     return torch.clamp(snr, max=gamma) / snr
 
 
-def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, deadline: float, on_sample=None):
+def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, deadline: float, on_sample=None,
+               sample_modules: dict | None = None):
     """Phase 3: text encoder + UNet on the latent pool. Returns the EMA state dicts."""
     from diffusers import DDPMScheduler
 
@@ -211,7 +214,7 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        losses.append(float(per_sample.mean()))
+        losses.append(float(per_sample.detach().mean()))
         with torch.no_grad():
             d = min(cfg.ema_decay, (1 + step) / (10 + step))
             for name, model in (("unet", unet), ("te", te)):
@@ -228,9 +231,29 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
             checkpoint()
             last_ck = time.time()
         if on_sample and step % cfg.sample_every == 0:
-            on_sample(step, ema)
+            on_sample(step, ema, {"unet": unet, "te": te, **(sample_modules or {})})
+            unet.train()
+            te.train()
     checkpoint()
     return ema, step
+
+
+@torch.no_grad()
+def fixed_batch_loss(unet, te, tok, sched_cfg, pool, n: int = 16, seed: int = 123) -> float:
+    """The denoising loss on a fixed batch (fixed scenes, captions, noise and timesteps): a
+    comparable number before and after training, unlike the noisy per-step loss."""
+    from diffusers import DDPMScheduler
+
+    noise_sched = DDPMScheduler.from_config(sched_cfg)
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    idx = [rng.randrange(len(pool["scenes"])) for _ in range(n)]
+    x0 = pool["latents"][idx].float() * pool["scaling_factor"]  # (n, 4, h, w)
+    ids = tokenize(tok, [fitting_caption(pool["scenes"][i], rng, tok) for i in idx])
+    noise = torch.randn(x0.shape, generator=gen)
+    t = torch.randint(0, noise_sched.config.num_train_timesteps, (n,), generator=gen)
+    pred = unet(noise_sched.add_noise(x0, noise, t), t, te(ids).last_hidden_state).sample
+    return float(F.mse_loss(pred, noise))
 
 
 def export_builtin(vae, unet, te, ema, scaling_factor: float, cfg: BaseTrainConfig, dest: Path, info: dict) -> None:
@@ -274,7 +297,8 @@ def train_base(cfg: BaseTrainConfig, out: str | Path, export_to: str | Path | No
         return {"phase": "vae", "done": False}
     vae.requires_grad_(False)
     pool = build_pool(vae, cfg, out)
-    ema, step = train_unet(unet, te, tok, sched_cfg, pool, cfg, out, deadline, on_sample)
+    sample_modules = {"vae": vae, "tokenizer": tok, "scheduler_config": sched_cfg, "scaling_factor": pool["scaling_factor"]}
+    ema, step = train_unet(unet, te, tok, sched_cfg, pool, cfg, out, deadline, on_sample, sample_modules)
     info = {"unet_steps": step, "batch": cfg.batch, "vae_steps": cfg.vae_steps, "pool_size": cfg.pool_size,
             "scaling_factor": pool["scaling_factor"], "seed": cfg.seed}
     if export_to:
