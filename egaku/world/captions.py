@@ -26,24 +26,26 @@ from egaku.world.vocab import (
 LANGS = ("en", "ja")
 
 
-def _obj_en(rng: random.Random, obj: WorldObject, with_size: bool, with_pos: bool, count: int = 1) -> str:
+def _obj_en(rng, obj: WorldObject, with_size: bool, with_pos: bool, count: int = 1, with_color: bool = True) -> str:
     words = []
     if with_size:
         words.append(rng.choice(SIZE_EN[obj.size]))
-    words.append(obj.color)
+    if with_color:
+        words.append(obj.color)
     words.append(obj.shape if count == 1 else SHAPE_PLURAL[obj.shape])
     if count > 1:
         article = COUNT_EN[count]
     else:
-        article = "an" if words[0][0] in "aeiou" else "a"
+        article = _article(words[0])
     text = " ".join([article] + words)
     if with_pos:
         text += " " + rng.choice(POSITION_EN[obj.position])
     return text
 
 
-def _obj_ja(rng: random.Random, obj: WorldObject, with_size: bool, with_pos: bool, count: int = 1) -> str:
-    noun = (SIZE_JA[obj.size] if with_size else "") + COLOR_BY_NAME[obj.color].ja + SHAPE_JA[obj.shape]
+def _obj_ja(rng, obj: WorldObject, with_size: bool, with_pos: bool, count: int = 1, with_color: bool = True) -> str:
+    color = COLOR_BY_NAME[obj.color].ja if with_color else ""
+    noun = (SIZE_JA[obj.size] if with_size else "") + color + SHAPE_JA[obj.shape]
     if count > 1:
         noun = rng.choice((f"{noun}が{COUNT_JA[count]}", f"{COUNT_JA[count]}の{noun}"))
     if with_pos:
@@ -59,8 +61,13 @@ def _join_en(rng: random.Random, parts: list[str]) -> str:
     return ", ".join(parts)
 
 
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def _background_en(rng: random.Random, bg: str) -> str:
-    return rng.choice((f", {bg} background", f" on a {bg} background", f", with a {bg} background", f" on {bg}"))
+    a = _article(bg)
+    return rng.choice((f", {bg} background", f" on {a} {bg} background", f", with {a} {bg} background", f" on {bg}"))
 
 
 def _style_en(rng: random.Random, artist: str) -> str:
@@ -80,18 +87,20 @@ def caption(
     positions: bool | None = None,
     sizes: bool | None = None,
     background: bool | None = None,
+    colors: bool | None = None,
 ) -> str:
     """One caption of `scene` in `lang` ("en" or "ja"). None for a flag means: decide at random."""
     if lang not in LANGS:
         raise ValueError(f"unknown caption language {lang!r}")
     with_pos = rng.random() < 0.8 if positions is None else positions
     with_size = rng.random() < 0.5 if sizes is None else sizes
+    with_color = rng.random() < 0.9 if colors is None else colors
     with_bg = rng.random() < 0.85 if background is None else background
     fmt = _obj_en if lang == "en" else _obj_ja
     if scene.group and not with_pos:
-        parts = [fmt(rng, scene.objects[0], with_size, False, count=len(scene.objects))]
+        parts = [fmt(rng, scene.objects[0], with_size, False, len(scene.objects), with_color)]
     else:
-        parts = [fmt(rng, o, with_size, with_pos) for o in scene.objects]
+        parts = [fmt(rng, o, with_size, with_pos, 1, with_color) for o in scene.objects]
     bg = scene.background
     if lang == "en":
         text = _join_en(rng, parts)
