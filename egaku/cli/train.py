@@ -27,6 +27,8 @@ def register(subparsers) -> None:
     b.add_argument("--batch", type=int, help="UNet batch size (default 32)")
     b.add_argument("--sample-every", type=int, help="write a sample grid every N UNet steps (default 500)")
     b.add_argument("--config-dir", type=Path, help="diffusers folder whose configs define the model")
+    b.add_argument("--init-from", type=Path, metavar="DIR",
+                   help="start a new run from an exported model (its VAE is kept; UNet and text encoder train on)")
     b.set_defaults(run=run_base)
 
 
@@ -43,6 +45,7 @@ def run_base(args: argparse.Namespace) -> int:
         "batch": args.batch,
         "sample_every": args.sample_every,
         "config_dir": str(args.config_dir) if args.config_dir else None,
+        "init_from": str(args.init_from) if args.init_from else None,
     }
     cfg = BaseTrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     note(f"training the base model in {args.out} for up to {cfg.minutes:g} minutes (run again to resume)")

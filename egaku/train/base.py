@@ -39,6 +39,7 @@ class BaseTrainConfig:
     # GroupNorm statistics (and mid-block attention) see mostly flat background in a crop.
     vae_crop: int = 128
     vae_lr: float = 4e-4
+    vae_object_weight: float = 10.0  # extra loss weight on object pixels
     pool_size: int = 24000  # scenes encoded once and reused with fresh captions
     batch: int = 32
     lr: float = 4e-4
@@ -50,6 +51,7 @@ class BaseTrainConfig:
     minutes: float = 120.0  # wall-clock budget for this invocation (all phases)
     checkpoint_minutes: float = 5.0
     sample_every: int = 500
+    init_from: str | None = None  # start from an exported model folder instead of from scratch
 
 
 def _load_components(cfg: BaseTrainConfig):
@@ -87,10 +89,10 @@ def train_vae(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool:
     rng = random.Random(cfg.seed)
     if state:
         vae.load_state_dict(state["model"])
-        if state.get("done"):
+        step = state["step"]
+        if step >= cfg.vae_steps:  # raise vae_steps to train the VAE further
             return True
         opt.load_state_dict(state["opt"])
-        step = state["step"]
         rng.setstate(_tuple_state(state["rng"]))
         torch.set_rng_state(state["torch_rng"])
     vae.train()
@@ -101,7 +103,11 @@ def train_vae(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool:
         x = x[:, :, oy : oy + cfg.vae_crop, ox : ox + cfg.vae_crop]
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
-        rec_loss = (rec - x).abs().mean() + F.mse_loss(rec, x)
+        # Objects cover a small part of each image: weight their pixels up, or the VAE learns the
+        # background and blurs the shapes away.
+        weight = 1.0 + cfg.vae_object_weight * foreground_mask(x)  # (B, 1, H, W)
+        err = (rec - x).abs() + (rec - x) ** 2  # (B, 3, H, W): L1 + MSE
+        rec_loss = (err * weight).mean() / weight.mean()
         loss = rec_loss + 1e-6 * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -116,6 +122,12 @@ def train_vae(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool:
     _save(_vae_state(vae, opt, step, rng, done), ck)
     vae.eval()
     return done
+
+
+def foreground_mask(x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) 1 where a pixel differs from its image's background (the per-image median colour)."""
+    bg = x.flatten(2).median(dim=2).values[..., None, None]  # (B, 3, 1, 1)
+    return ((x - bg).abs().sum(dim=1, keepdim=True) > 0.15).float()
 
 
 def _vae_state(vae, opt, step, rng, done):
@@ -135,10 +147,12 @@ def _tuple_state(st):
 def build_pool(vae, cfg: BaseTrainConfig, out: Path) -> dict:
     """Phase 2: render `pool_size` scenes and encode them (posterior mean) once."""
     path, scenes_path = out / "pool.pt", out / "pool_scenes.json"
+    vae_step = torch.load(out / "vae.pt", weights_only=True)["step"] if (out / "vae.pt").exists() else -1
     if path.exists() and scenes_path.exists():
         pool = torch.load(path, weights_only=True)
-        pool["scenes"] = [scene_from_dict(d) for d in json.loads(scenes_path.read_text())]
-        return pool
+        if pool.get("vae_step", vae_step) == vae_step:  # latents of this very VAE
+            pool["scenes"] = [scene_from_dict(d) for d in json.loads(scenes_path.read_text())]
+            return pool
     rng = random.Random(cfg.seed + 1)
     scenes, latents = [], []
     for start in range(0, cfg.pool_size, 64):
@@ -152,7 +166,7 @@ def build_pool(vae, cfg: BaseTrainConfig, out: Path) -> dict:
     tmp = scenes_path.with_suffix(".tmp")
     tmp.write_text(json.dumps([asdict(sc) for sc in scenes]))
     tmp.replace(scenes_path)
-    _save({"latents": lat, "scaling_factor": scale}, path)
+    _save({"latents": lat, "scaling_factor": scale, "vae_step": vae_step}, path)
     return {"scenes": scenes, "latents": lat, "scaling_factor": scale}
 
 
@@ -285,6 +299,21 @@ def export_builtin(vae, unet, te, ema, scaling_factor: float, cfg: BaseTrainConf
         tmp.replace(dest)
 
 
+def _init_from(src: Path, cfg: BaseTrainConfig, out: Path, vae, unet, te) -> None:
+    """Start a new run from an exported model (e.g. the shipped built-in one): its VAE counts as
+    trained, and its text encoder and UNet are the UNet phase's starting weights."""
+    from safetensors.torch import load_file
+
+    def weights(folder: str) -> dict:
+        file = next((src / folder).glob("*.safetensors"))
+        return {k: v.float() for k, v in load_file(file).items()}
+
+    vae.load_state_dict(weights("vae"))
+    unet.load_state_dict(weights("unet"))
+    te.load_state_dict(weights("text_encoder"))
+    _save({"model": vae.state_dict(), "step": cfg.vae_steps, "done": True}, out / "vae.pt")
+
+
 def train_base(cfg: BaseTrainConfig, out: str | Path, export_to: str | Path | None = None, on_sample=None) -> dict:
     """Run (or resume) all phases within cfg.minutes; export when export_to is given."""
     out = Path(out)
@@ -293,6 +322,8 @@ def train_base(cfg: BaseTrainConfig, out: str | Path, export_to: str | Path | No
     deadline = time.time() + cfg.minutes * 60
     torch.manual_seed(cfg.seed)
     vae, unet, te, tok, sched_cfg = _load_components(cfg)
+    if cfg.init_from and not (out / "vae.pt").exists():
+        _init_from(Path(cfg.init_from), cfg, out, vae, unet, te)
     if not train_vae(vae, cfg, out, deadline):
         return {"phase": "vae", "done": False}
     vae.requires_grad_(False)
@@ -300,7 +331,7 @@ def train_base(cfg: BaseTrainConfig, out: str | Path, export_to: str | Path | No
     sample_modules = {"vae": vae, "tokenizer": tok, "scheduler_config": sched_cfg, "scaling_factor": pool["scaling_factor"]}
     ema, step = train_unet(unet, te, tok, sched_cfg, pool, cfg, out, deadline, on_sample, sample_modules)
     info = {"unet_steps": step, "batch": cfg.batch, "vae_steps": cfg.vae_steps, "pool_size": cfg.pool_size,
-            "scaling_factor": pool["scaling_factor"], "seed": cfg.seed}
+            "scaling_factor": pool["scaling_factor"], "seed": cfg.seed, "init_from": cfg.init_from}
     if export_to:
         export_builtin(vae, unet, te, ema, pool["scaling_factor"], cfg, Path(export_to), info)
     return {"phase": "unet", "done": step >= cfg.max_steps, **info}

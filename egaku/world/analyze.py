@@ -100,6 +100,8 @@ def _errors(img: np.ndarray, bg_rgb: np.ndarray, blob: _Blob, kind: str):
             crop = _crop(img, x0, y0, bg_rgb)
             weight = _crop(blob.support, x0, y0, np.zeros(1, np.float32))[..., 0]
             wsum = weight.sum()
+            if wsum == 0:  # the template lands off the object entirely
+                continue
             cov, acc = object_layers(shape, size, kind, x0, y0)
             for ci in blob.colors:
                 canvas = np.empty((2 * HALF, 2 * HALF, 3), np.float32)
@@ -156,6 +158,8 @@ def analyze(image) -> Analysis:
     style = min(per_kind, key=lambda k: sum(e[0] for e in per_kind[k]))
     analysis.style = style
     for blob, (err, shape, size, ci, (x0, y0)) in zip(blobs, per_kind[style]):
+        if not shape:
+            continue
         pos = _nearest_position(x0 + HALF, y0 + HALF)
         analysis.objects.append(FoundObject(shape, COLORS[ci].name, pos, size, (blob.cx, blob.cy), err))
     return analysis

@@ -76,3 +76,17 @@ def test_export_writes_a_loadable_fp16_model(tiny_config, tmp_path):
     assert bundle.unet.config.cross_attention_dim == 32
     assert bundle.vae.config.scaling_factor == pytest.approx(result["scaling_factor"])
     assert json.loads((out / "TRAINING.json").read_text())["unet_steps"] == 2
+
+
+def test_a_new_run_can_start_from_an_exported_model(tiny_config, tmp_path):
+    from safetensors.torch import load_file
+
+    first = tmp_path / "first"
+    train_base(_cfg(tiny_config, max_steps=3), tmp_path / "run1", export_to=first)
+    train_base(_cfg(tiny_config, max_steps=0, init_from=str(first)), tmp_path / "run2", export_to=tmp_path / "second")
+    a = load_file(next((first / "unet").glob("*.safetensors")))
+    b = load_file(next((tmp_path / "second" / "unet").glob("*.safetensors")))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # no steps taken: the starting weights come back
+    va = load_file(next((first / "vae").glob("*.safetensors")))
+    vb = load_file(next((tmp_path / "second" / "vae").glob("*.safetensors")))
+    assert all(torch.equal(va[k], vb[k]) for k in va)
