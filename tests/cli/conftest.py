@@ -41,8 +41,9 @@ def tiny_sd1_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def egaku(tmp_path, egaku_home):
     """Run `egaku ARGS...` in tmp_path (so outputs land there); returns the CompletedProcess."""
+    # generous: a loaded CI machine can take minutes to import torch and diffusers in a subprocess
 
-    def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         env = dict(os.environ, EGAKU_HOME=str(egaku_home), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
         env.pop("EGAKU_DEBUG", None)
         return subprocess.run(
