@@ -77,7 +77,16 @@ def _save(obj: dict, path: Path) -> None:
 def _log(out: Path, **fields) -> None:
     with open(out / "log.jsonl", "a") as f:
         f.write(json.dumps(fields) + "\n")
-    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()), flush=True)
+    from tqdm import tqdm
+
+    tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()))
+
+
+def _bar(phase: str, total: int | None, initial: int):
+    """A progress bar with ETA on a terminal (tqdm turns itself off when stderr is not one)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=phase, unit="step", disable=None, dynamic_ncols=True)
 
 
 def train_vae(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool:
@@ -97,6 +106,7 @@ def train_vae(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool:
         torch.set_rng_state(state["torch_rng"])
     vae.train()
     last_ck = time.time()
+    bar = _bar("vae", cfg.vae_steps, step)
     while step < cfg.vae_steps and time.time() < deadline:
         _, x = render_batch(rng, cfg.vae_batch)  # (B, 3, 128, 128)
         ox, oy = rng.randrange(0, 128 - cfg.vae_crop + 1, 8), rng.randrange(0, 128 - cfg.vae_crop + 1, 8)
@@ -113,11 +123,13 @@ def train_vae(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool:
         loss.backward()
         opt.step()
         step += 1
+        bar.update(1)
         if step % 50 == 0:
             _log(out, phase="vae", step=step, loss=float(rec_loss.detach()))
         if time.time() - last_ck > cfg.checkpoint_minutes * 60:
             _save(_vae_state(vae, opt, step, rng, False), ck)
             last_ck = time.time()
+    bar.close()
     done = step >= cfg.vae_steps
     _save(_vae_state(vae, opt, step, rng, done), ck)
     vae.eval()
@@ -209,6 +221,7 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
         _save({"unet": unet.state_dict(), "te": te.state_dict(), "ema": ema, "opt": opt.state_dict(), "step": step,
                "rng": _list_state(rng.getstate()), "torch_rng": torch.get_rng_state()}, ck)
 
+    bar = _bar("unet", cfg.max_steps if cfg.max_steps < 1_000_000 else None, step)
     while step < cfg.max_steps and time.time() < deadline:
         idx = [rng.randrange(len(scenes)) for _ in range(cfg.batch)]
         x0 = latents_all[idx].float() * scale  # (B, 4, 16, 16)
@@ -228,6 +241,8 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(per_sample.detach().mean()):.4f}", left=f"{(deadline - time.time()) / 60:.0f}min")
         losses.append(float(per_sample.detach().mean()))
         with torch.no_grad():
             d = min(cfg.ema_decay, (1 + step) / (10 + step))
@@ -248,6 +263,7 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
             on_sample(step, ema, {"unet": unet, "te": te, **(sample_modules or {})})
             unet.train()
             te.train()
+    bar.close()
     checkpoint()
     return ema, step
 
