@@ -129,7 +129,8 @@ def main() -> None:
         return pipe(prompt, num_inference_steps=steps, guidance_scale=args.cfg_scale, height=size, width=size,
                     generator=generator).images[0]
 
-    run_egaku(64, 1), run_diffusers(64, 1)  # warm-up: first-call overheads out of the figures
+    # warm-up at the measured size: first-call overheads (allocator, oneDNN kernel choice) out of the figures
+    run_egaku(args.size, 1), run_diffusers(args.size, 1)
     results: dict[str, dict] = {}
     for r in range(args.repeats):
         runs = (("egaku", run_egaku), ("diffusers", run_diffusers))
