@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import torch
 from PIL import Image
 
 from egaku.cli.generate import output_paths
@@ -33,7 +34,14 @@ def test_generate_batch_then_info_then_replay(egaku, egaku_here, tiny_sd1_dir, t
 
     # 3. --from replays the stored parameters (seed 6) to the same pixels; progress bar on stderr.
     # In-process: the console script is proven above; this saves a second torch import.
-    replay = egaku_here("generate", "--from", "out-0002.png", "-m", tiny_sd1_dir, "-o", "replay.png")
+    # Identical pixels need the same device, dtype *and* thread count (float sums are ordered by
+    # the threads): the subprocess above ran with OMP_NUM_THREADS=1.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        replay = egaku_here("generate", "--from", "out-0002.png", "-m", tiny_sd1_dir, "-o", "replay.png")
+    finally:
+        torch.set_num_threads(threads)
     assert replay.returncode == 0, replay.stderr
     assert replay.stdout == "replay.png  seed 6\n"
     assert "2/2" in replay.stderr and "Traceback" not in replay.stderr
