@@ -52,6 +52,19 @@ def _clip_config(hidden: int, layers: int, heads: int, act: str, pad_id: int, pr
     )
 
 
+# The UNet layout SD 1.x and 2.x share at tiny width; they differ only in attention heads/projection.
+_SD_UNET = dict(
+    sample_size=8,
+    out_channels=4,
+    layers_per_block=1,
+    block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=32,
+    norm_num_groups=32,
+)
+
+
 def tiny_vae():
     from diffusers import AutoencoderKL
 
@@ -87,34 +100,13 @@ def tiny_bundle(
     if family is ModelFamily.SD1:
         text_encoder = CLIPTextModel(_clip_config(32, 2, 4, "quick_gelu", 49407))
         tokenizer = load_sd_tokenizer()
-        unet = UNet2DConditionModel(
-            sample_size=8,
-            in_channels=in_ch,
-            out_channels=4,
-            layers_per_block=1,
-            block_out_channels=(32, 64),
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            norm_num_groups=32,
-        )
+        # SD 1.x: 8 heads, conv projections around the transformer blocks
+        unet = UNet2DConditionModel(**_SD_UNET, in_channels=in_ch, attention_head_dim=8)
     elif family is ModelFamily.SD2:
         text_encoder = CLIPTextModel(_clip_config(32, 3, 4, "gelu", 0))
         tokenizer = load_sd_tokenizer(pad_token="!")
-        unet = UNet2DConditionModel(
-            sample_size=8,
-            in_channels=in_ch,
-            out_channels=4,
-            layers_per_block=1,
-            block_out_channels=(32, 64),
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=(2, 4),
-            use_linear_projection=True,
-            norm_num_groups=32,
-        )
+        # SD 2.x: per-level head counts and linear projections
+        unet = UNet2DConditionModel(**_SD_UNET, in_channels=in_ch, attention_head_dim=(2, 4), use_linear_projection=True)
     else:
         text_encoder = CLIPTextModel(_clip_config(32, 2, 4, "quick_gelu", 49407))
         tokenizer = load_sd_tokenizer()
