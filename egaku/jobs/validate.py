@@ -1,0 +1,180 @@
+"""Submit-time checks: a JobSpec in, the spec as stored (size and seed resolved), its cost and batch key.
+
+As much as can be known before a worker runs the job is checked here, so a bad request gets a
+clear 400/404 at once instead of a failed job: field types and ranges (GenerationRequest.validated),
+the sampler name, the model name (built-in, registered on the engine, or in the library; never a
+path), the init image and mask (decoded with load_image's decompression-bomb check), the webhook URL.
+
+Cost (published): credits = max(1, ceil(width * height * steps * n / (128 * 128 * 20))).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from egaku.errors import InvalidRequestError, ModelNotFoundError
+from egaku.jobs.settings import ServiceSettings
+from egaku.jobs.types import SOURCES, JobSpec
+
+UNIT_PIXELS_STEPS = 128 * 128 * 20  # one built-in 128x128 image at 20 steps = 1 credit
+BUILTIN = "builtin"
+
+
+def cost_of(width: int, height: int, steps: int, n: int) -> int:
+    """credits = max(1, ceil(width * height * steps * n / 327680)), in integers."""
+    return max(1, -(-(int(width) * int(height) * int(steps) * int(n)) // UNIT_PIXELS_STEPS))
+
+
+@dataclass
+class Checked:
+    spec: dict  # as stored on the job: JSON, no bytes; "_init_image" / "_mask" hold blob hashes
+    init_image: bytes | None
+    mask: bytes | None
+    cost: int
+    batch_key: str | None  # json of Engine.batch_key, None = runs alone
+
+
+@lru_cache(maxsize=1)
+def builtin_size() -> int:
+    """Native size of the built-in model, from its configs (no weights loaded)."""
+    from egaku.models.library import inspect_model
+    from egaku.models.loader import builtin_path
+
+    return int(inspect_model(builtin_path())["default_size"])
+
+
+@lru_cache(maxsize=1)
+def builtin_info() -> dict:
+    """{"family", "default_size", "hash" (AutoV2)} of the built-in model."""
+    from egaku.models.hashing import autov2, sha256_path
+    from egaku.models.library import inspect_model
+    from egaku.models.loader import builtin_path
+
+    path = builtin_path()
+    return {"family": inspect_model(path)["family"], "default_size": builtin_size(),
+            "hash": autov2(sha256_path(path, use_cache=False))}
+
+
+def registered_models(engine) -> dict[str, object]:
+    """Models added to the engine with add_bundle (cache keys that are names, not resolved paths)."""
+    if engine is None:
+        return {}
+    out = {}
+    for key in engine.cache.keys():
+        if key != BUILTIN and "/" not in key and "\\" not in key:
+            bundle = engine.cache.get(key)
+            if bundle is not None:
+                out[key] = bundle
+    return out
+
+
+def model_size(engine, model: str | None) -> int:
+    """Native size of a model a job may name; ModelNotFoundError for anything else (paths included)."""
+    if model is None or model == BUILTIN:
+        return builtin_size()
+    registered = registered_models(engine)
+    if model in registered:
+        return int(registered[model].default_size)
+    from egaku.models.hashing import read_index
+
+    entry = read_index()["models"].get(model)
+    if entry is None:
+        known = [BUILTIN, *registered, *read_index()["models"]]
+        raise ModelNotFoundError(f"no model named {model!r} (have: {', '.join(known[:8])})")
+    return int(entry["default_size"])
+
+
+def _int(name: str, value, *, allow_none: bool = False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequestError(f"{name} must be a whole number, got {value!r}")
+    return value
+
+
+def _number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise InvalidRequestError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def check_webhook(url: str | None) -> str | None:
+    if url is None or url == "":
+        return None
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
+        raise InvalidRequestError(f"webhook_url must be an http(s) URL, got {str(url)[:80]!r}")
+    return url
+
+
+def check_spec(spec: JobSpec, *, engine, settings: ServiceSettings) -> Checked:
+    """Validate and resolve `spec`; raises InvalidRequestError, InvalidImageError or ModelNotFoundError."""
+    from egaku.engine.images import load_image
+    from egaku.engine.request import GenerationRequest
+    from egaku.engine.samplers import check_steps
+
+    # 1. types and text limits
+    for name in ("prompt", "negative_prompt"):
+        text = getattr(spec, name)
+        if not isinstance(text, str):
+            raise InvalidRequestError(f"{name} must be text")
+        if len(text) > settings.max_prompt_chars:
+            raise InvalidRequestError(f"{name} is {len(text)} characters, over the limit of {settings.max_prompt_chars}")
+    steps, seed, n = _int("steps", spec.steps), _int("seed", spec.seed), _int("n", spec.n)
+    width, height = _int("width", spec.width, allow_none=True), _int("height", spec.height, allow_none=True)
+    mask_blur = _int("mask_blur", spec.mask_blur)
+    cfg_scale, strength = _number("cfg_scale", spec.cfg_scale), _number("strength", spec.strength)
+    if not 1 <= n <= settings.max_n:
+        raise InvalidRequestError(f"n (images per job) must be between 1 and {settings.max_n}, got {n}")
+    if spec.source not in SOURCES:
+        raise InvalidRequestError(f"source must be one of {', '.join(SOURCES)}, got {spec.source!r}")
+    if not isinstance(spec.sampler, str):
+        raise InvalidRequestError("sampler must be text")
+    model = spec.model if spec.model not in ("", BUILTIN) else None
+    if model is not None and not isinstance(model, str):
+        raise InvalidRequestError("model must be a name")
+    webhook_url = check_webhook(spec.webhook_url)
+
+    # 2. sampler, model and size (the model's native size where none was asked)
+    sampler = check_steps(spec.sampler, steps).name
+    native = model_size(engine, model)
+    width, height = width or native, height or native
+    if seed == -1:
+        seed = secrets.randbelow(2**32)
+
+    # 3. input images: decoded with the bomb check; the engine's own validation on the whole request
+    init = mask = None
+    if spec.init_image is not None:
+        init = load_image(bytes(spec.init_image), mode="RGB", max_pixels=settings.max_input_pixels, name="init image")
+    if spec.mask is not None:
+        mask = load_image(bytes(spec.mask), mode="L", max_pixels=settings.max_input_pixels, name="mask")
+    request = GenerationRequest(
+        prompt=spec.prompt, negative_prompt=spec.negative_prompt, model=model, sampler=sampler, steps=steps,
+        cfg_scale=cfg_scale, seed=seed, width=width, height=height, batch_size=n, init_image=init,
+        strength=strength, mask=mask, mask_blur=mask_blur,
+    ).validated()
+
+    # 4. batch key: jobs with equal keys may share one forward pass
+    key = engine.batch_key(request) if engine is not None and hasattr(engine, "batch_key") else None
+    stored = dict(
+        prompt=spec.prompt, negative_prompt=spec.negative_prompt, model=model, sampler=sampler, steps=steps,
+        cfg_scale=cfg_scale, seed=seed, width=width, height=height, n=n, strength=strength,
+        init_image=spec.init_image is not None, mask=spec.mask is not None, mask_blur=mask_blur,
+        webhook_url=webhook_url, source=spec.source,
+    )
+    return Checked(
+        spec=stored,
+        init_image=bytes(spec.init_image) if spec.init_image is not None else None,
+        mask=bytes(spec.mask) if spec.mask is not None else None,
+        cost=cost_of(width, height, steps, n),
+        batch_key=json.dumps(list(key)) if key is not None else None,
+    )
+
+
+def public_spec(stored: dict) -> dict:
+    """The stored spec as clients see it (internal keys, which start with "_", left out)."""
+    return {k: v for k, v in stored.items() if not k.startswith("_")}

@@ -1,0 +1,107 @@
+"""Webhooks: the JobView JSON is POSTed when a job ends, retried with backoff, and the outcome recorded."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from jobkit import tiny, user_with_key
+
+from egaku.jobs import ServiceSettings
+
+
+class Receiver:
+    """A real HTTP server on loopback that answers the first `failures` POSTs with 500."""
+
+    def __init__(self, failures: int):
+        self.failures = failures
+        self.bodies: list[dict] = []
+        self.statuses: list[int] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                status = 500 if len(receiver.statuses) < receiver.failures else 200
+                receiver.bodies.append(body)
+                receiver.statuses.append(status)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?x=1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver_factory():
+    made = []
+
+    def make(failures):
+        made.append(Receiver(failures))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def _wait_webhook(service, job_id, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = service.store.get_job(job_id)
+        if job.webhook_state in ("delivered", "failed"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"webhook still {job.webhook_state} after {timeout} s")
+
+
+def test_webhook_is_retried_until_delivered(make_service, receiver_factory):
+    receiver = receiver_factory(failures=1)
+    service = make_service(settings=ServiceSettings(webhook_backoff_s=0.1, poll_s=0.2))
+    principal, _ = user_with_key(service, "alice", credits=10)
+    service.start()
+    view = service.submit(principal, tiny(webhook_url=receiver.url))
+    done = service.wait(principal, view.id, timeout=60)
+    job = _wait_webhook(service, view.id)
+    assert (job.webhook_state, job.webhook_attempts) == ("delivered", 2)
+    assert receiver.statuses == [500, 200]
+    body = receiver.bodies[-1]
+    assert body["id"] == view.id and body["status"] == "succeeded"
+    assert [i["id"] for i in body["images"]] == [i.id for i in done.images]
+    assert body["params"]["prompt"] == "a red circle"
+
+
+def test_webhook_gives_up_after_four_tries_and_cancel_also_notifies(make_service, receiver_factory):
+    receiver = receiver_factory(failures=100)
+    service = make_service(settings=ServiceSettings(webhook_backoff_s=0.05))
+    principal, _ = user_with_key(service, "alice", credits=10)
+    view = service.submit(principal, tiny(webhook_url=receiver.url))
+    service.cancel(principal, view.id)  # never started: cancelled jobs are reported too
+    job = _wait_webhook(service, view.id)
+    assert (job.webhook_state, job.webhook_attempts) == ("failed", 4)
+    assert receiver.statuses == [500] * 4
+    assert {b["status"] for b in receiver.bodies} == {"cancelled"}
+
+
+def test_a_webhook_pending_at_a_crash_is_sent_on_start(make_service, receiver_factory):
+    receiver = receiver_factory(failures=0)
+    service = make_service()
+    principal, _ = user_with_key(service, "alice", credits=10)
+    view = service.submit(principal, tiny(webhook_url=receiver.url))
+    service.stop()  # its sender stops: as if the process died right after the job ended
+    service.cancel(principal, view.id)
+    time.sleep(0.3)
+    assert service.store.get_job(view.id).webhook_state == "pending" and receiver.bodies == []
+    make_service(settings=ServiceSettings(webhook_backoff_s=0.05)).start()
+    job = _wait_webhook(service, view.id)
+    assert job.webhook_state == "delivered" and receiver.bodies[0]["status"] == "cancelled"
