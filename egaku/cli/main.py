@@ -32,6 +32,8 @@ COMMAND_MODULES = (
     "egaku.cli.models",
     "egaku.cli.train",
     "egaku.cli.evaluate",
+    "egaku.cli.serve",
+    "egaku.cli.admin",
 )
 
 
