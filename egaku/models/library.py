@@ -11,6 +11,8 @@ Plain functions the CLI (`egaku models list|add|remove|info|export`) and the ser
 
 Models are identified by SHA-256 (and the AutoV2 short hash), see hashing.py; adding a file whose
 hash is already in the library returns the existing entry instead of a second copy.
+LoRAs and textual-inversion embeddings live beside the checkpoints (models/loras, models/embeddings;
+see library_extras.py); `add` hands such a file to `library_extras.add_extra`.
 """
 
 from __future__ import annotations
@@ -146,16 +148,21 @@ def _default_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", stem).strip("-.") or "model"
 
 
-def add(path: str | os.PathLike, name: str | None = None) -> ModelInfo:
+def add(path: str | os.PathLike, name: str | None = None):
     """Copy a checkpoint file or diffusers folder into the library under `name` (default: its stem).
 
     The model is detected first (an unreadable or unsupported file is never added). A model whose
     SHA-256 is already in the library is not copied again: its existing entry is returned.
+    A LoRA or embedding file goes to its own folder instead (returns a library_extras.ExtraInfo).
     """
+    from egaku.models.library_extras import ModelKind, add_extra, detect_kind
+
     src = Path(path).expanduser()
     if not src.exists():
         raise ModelNotFoundError(f"{src} does not exist")
     src = src.resolve()
+    if src.is_file() and (kind := detect_kind(src)) is not ModelKind.CHECKPOINT:
+        return add_extra(src, name, kind)
     name = name or _default_name(src)
     if not NAME_RE.match(name):
         raise InvalidRequestError(f"invalid model name {name!r}: use letters, digits, '.', '_', '+' or '-'")

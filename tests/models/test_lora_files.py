@@ -1,0 +1,179 @@
+"""LoRA and embedding files: kohya and diffusers/peft layouts read alike, kohya written as A1111
+expects, A1111 embedding formats both ways, and LoRAs/embeddings in the library."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from egaku.engine.extras import apply_loras
+from egaku.errors import ModelLoadError, UnsafeCheckpointError
+from egaku.models.embeddings import Embedding, read_embedding, write_embedding
+from egaku.models.lora import LoraLayer, addnet_hash_file, kohya_name, read_lora, write_kohya
+from egaku.models.tiny import tiny_bundle
+
+
+def attention_layers(bundle, attrs=("unet", "text_encoder"), seed=0, rank=2):
+    """{(attr, module path): (down, up)} random, for every q/k/v projection of `attrs`."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for attr in attrs:
+        for name, m in getattr(bundle, attr).named_modules():
+            if isinstance(m, torch.nn.Linear) and name.endswith(("to_q", "to_k", "to_v", "to_out.0", "q_proj", "k_proj")):
+                out[(attr, name)] = (torch.randn(rank, m.in_features, generator=g), torch.randn(m.out_features, rank, generator=g))
+    return out
+
+
+def merged_weights(family, lora_file) -> dict[str, torch.Tensor]:
+    bundle = tiny_bundle(family)
+    apply_loras(bundle, [(read_lora(lora_file), 1.0)], keep_backup=False)
+    return {f"{a}.{k}": v for a in ("unet", "text_encoder", "text_encoder_2") if getattr(bundle, a) is not None
+            for k, v in getattr(bundle, a).state_dict().items()}
+
+
+def test_kohya_file_layout_and_metadata(tmp_path):
+    bundle = tiny_bundle("sd1")
+    layers = {kohya_name(bundle, a, n): LoraLayer(d, u, 1.0) for (a, n), (d, u) in attention_layers(bundle).items()}
+    path = write_kohya(tmp_path / "style.safetensors", layers, {"ss_network_dim": "2", "ss_network_alpha": "1.0"})
+    with safe_open(str(path), "pt") as f:
+        keys, meta = set(f.keys()), f.metadata()
+        alpha = f.get_tensor("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.alpha")
+    assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight" in keys
+    assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_out_0.lora_up.weight" in keys
+    assert "lora_te_text_model_encoder_layers_1_self_attn_k_proj.lora_down.weight" in keys
+    assert alpha.ndim == 0 and float(alpha) == 1.0
+    assert meta["ss_network_dim"] == "2" and meta["sshs_model_hash"] == addnet_hash_file(path)
+    lora = read_lora(path)
+    assert (lora.layout, len(lora.layers), lora.name) == ("kohya", len(layers), "style")
+    name = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+    assert torch.equal(lora.layers[name].down, layers[name].down) and lora.layers[name].scale == 0.5
+
+
+def test_sdxl_kohya_names_are_the_ldm_ones(tmp_path):
+    bundle = tiny_bundle("sdxl")
+    pairs = attention_layers(bundle, attrs=("unet", "text_encoder", "text_encoder_2"))
+    names = {kohya_name(bundle, a, n) for a, n in pairs}
+    # down_blocks.1.attentions.0 is input_blocks.3.1 with one layer per block (4.1 in the real SDXL, two per block)
+    assert "lora_unet_input_blocks_3_1_transformer_blocks_1_attn2_to_k" in names
+    assert any(n.startswith("lora_te1_text_model_encoder_layers_") for n in names)
+    assert any(n.startswith("lora_te2_text_model_encoder_layers_") for n in names)
+    # the same LoRA under diffusers UNet names (as some SDXL tools write) loads onto the same modules
+    ldm = {kohya_name(bundle, a, n): LoraLayer(d, u, 2.0) for (a, n), (d, u) in pairs.items()}
+    diffusers_names = {(f"lora_unet_{n.replace('.', '_')}" if a == "unet" else kohya_name(bundle, a, n)): LoraLayer(d, u, 2.0)
+                       for (a, n), (d, u) in pairs.items()}
+    write_kohya(tmp_path / "ldm.safetensors", ldm)
+    write_kohya(tmp_path / "diffusers.safetensors", diffusers_names)
+    a, b = merged_weights("sdxl", tmp_path / "ldm.safetensors"), merged_weights("sdxl", tmp_path / "diffusers.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    untouched = tiny_bundle("sdxl").unet.state_dict()
+    key = "down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_k.weight"
+    assert not torch.equal(a[f"unet.{key}"], untouched[key])
+
+
+@pytest.mark.parametrize("layout", ["peft", "lora.down", "processor", "peft-raw"])
+def test_diffusers_and_peft_layouts_load_like_kohya(tmp_path, layout):
+    bundle = tiny_bundle("sd1")
+    pairs = attention_layers(bundle, attrs=("unet",) if layout == "peft-raw" else ("unet", "text_encoder"))
+    kohya = {kohya_name(bundle, a, n): LoraLayer(d, u, 1.0) for (a, n), (d, u) in pairs.items()}
+    write_kohya(tmp_path / "kohya.safetensors", kohya)
+    tensors, metadata = {}, {}
+    for (attr, name), (down, up) in pairs.items():
+        prefix = {"unet": "unet.", "text_encoder": "text_encoder.text_model."}[attr] + name
+        if layout == "peft":
+            tensors[f"{prefix}.lora_A.weight"], tensors[f"{prefix}.lora_B.weight"] = down, up
+        elif layout == "peft-raw":
+            tensors[f"base_model.model.{name}.lora_A.weight"], tensors[f"base_model.model.{name}.lora_B.weight"] = down, up
+        elif layout == "lora.down":
+            tensors[f"{prefix}.lora.down.weight"], tensors[f"{prefix}.lora.up.weight"] = down, up
+            tensors[f"{prefix}.alpha"] = torch.tensor(1.0)
+        elif attr == "unet":  # old attention processors: attn1.processor.to_q_lora.down.weight
+            parent, proj = name.rsplit(".", 1) if not name.endswith("to_out.0") else (name[: -len(".to_out.0")], "to_out")
+            tensors[f"unet.{parent}.processor.{proj}_lora.down.weight"] = down
+            tensors[f"unet.{parent}.processor.{proj}_lora.up.weight"] = up
+        else:
+            tensors[f"text_encoder.{name}.lora_linear_layer.down.weight"] = down
+            tensors[f"text_encoder.{name}.lora_linear_layer.up.weight"] = up
+    if layout in ("peft", "peft-raw", "processor"):  # alpha from diffusers' header, lora_alpha / r = 1 / 2
+        metadata["lora_adapter_metadata"] = json.dumps({"unet.lora_alpha": 1, "unet.r": 2, "text_encoder.lora_alpha": 1,
+                                                        "text_encoder.r": 2})
+    save_file(tensors, tmp_path / "other.safetensors", metadata=metadata)
+    other = read_lora(tmp_path / "other.safetensors")
+    assert other.layout == ("peft" if layout == "peft-raw" else "diffusers")
+    assert set(other.layers) == {n.replace("lora_te_", "lora_te1_") for n in kohya}  # te and te1 are aliases
+    a, b = merged_weights("sd1", tmp_path / "kohya.safetensors"), merged_weights("sd1", tmp_path / "other.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_files_that_are_not_plain_loras(tmp_path):
+    save_file({"model.diffusion_model.out.2.weight": torch.zeros(4, 4)}, tmp_path / "ckpt.safetensors")
+    with pytest.raises(ModelLoadError, match="holds no LoRA layers"):
+        read_lora(tmp_path / "ckpt.safetensors")
+    save_file({"lora_unet_a_b.hada_w1_a": torch.zeros(2, 2), "lora_unet_a_b.hada_w1_b": torch.zeros(2, 2)},
+              tmp_path / "loha.safetensors")
+    with pytest.raises(ModelLoadError, match="LoHa"):
+        read_lora(tmp_path / "loha.safetensors")
+    (tmp_path / "trunc.safetensors").write_bytes((tmp_path / "ckpt.safetensors").read_bytes()[:40])
+    with pytest.raises(ModelLoadError, match="trunc.safetensors"):
+        read_lora(tmp_path / "trunc.safetensors")
+
+
+def test_embedding_formats(tmp_path):
+    v = torch.randn(3, 32)
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": v}, "name": "x", "step": 120}, tmp_path / "a1111.pt")
+    save_file({"emb_params": v}, tmp_path / "st.safetensors")
+    torch.save({"<cat-toy>": v[0]}, tmp_path / "learned_embeds.bin")  # diffusers' textual_inversion.py output
+    save_file({"clip_l": torch.randn(2, 768), "clip_g": torch.randn(2, 1280)}, tmp_path / "xl.safetensors")
+    a = read_embedding(tmp_path / "a1111.pt")
+    assert (a.name, a.step, a.num_vectors) == ("a1111", 120, 3) and torch.equal(a.vectors["clip_l"], v)
+    assert torch.equal(read_embedding(tmp_path / "st.safetensors").vectors["clip_l"], v)
+    assert read_embedding(tmp_path / "learned_embeds.bin").vectors["clip_l"].shape == (1, 32)
+    xl = read_embedding(tmp_path / "xl.safetensors")
+    assert (xl.family, xl.num_vectors, set(xl.vectors)) == ("sdxl", 2, {"clip_l", "clip_g"})
+    for suffix in ("safetensors", "pt"):  # what egaku writes, A1111 reads (and egaku too)
+        out = write_embedding(tmp_path / f"mine.{suffix}", Embedding("mine", {"clip_l": v}, step=7), "ab" * 32, "base")
+        back = read_embedding(out)
+        assert torch.equal(back.vectors["clip_l"], v) and back.step == 7
+    data = torch.load(tmp_path / "mine.pt", weights_only=True)
+    assert data["name"] == "mine" and torch.equal(data["string_to_param"]["*"], v)
+
+
+def test_embedding_pickle_that_runs_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    torch.save({"string_to_param": {"*": torch.zeros(1, 4)}, "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(UnsafeCheckpointError):
+        read_embedding(tmp_path / "evil.pt")
+
+
+def test_loras_and_embeddings_in_the_library(tmp_path, egaku_home, capsys):
+    from egaku.cli.main import main
+    from egaku.models import library
+    from egaku.models.library_extras import ModelKind, detect_kind, list_extras, resolve_extra
+
+    bundle = tiny_bundle("sd1")
+    layers = {kohya_name(bundle, a, n): LoraLayer(d, u, 2.0) for (a, n), (d, u) in attention_layers(bundle).items()}
+    meta = {"ss_base_model_version": "sd_v1", "ss_tag_frequency": json.dumps({"imgs": {"zqx style": 9, "red": 2}})}
+    lora_path = write_kohya(tmp_path / "My Style.safetensors", layers, meta)
+    emb_path = write_embedding(tmp_path / "thing.pt", Embedding("thing", {"clip_l": torch.randn(2, 768)}))
+    assert detect_kind(lora_path) is ModelKind.LORA and detect_kind(emb_path) is ModelKind.EMBEDDING
+    lora = library.add(lora_path)  # `add` sends LoRAs to their own folder
+    assert (lora.name, lora.kind, lora.family, lora.rank, lora.alpha) == ("My-Style", "lora", "sd1", 2, 2.0)
+    assert lora.trigger_words == ["zqx style"] and lora.autov2 == lora.sha256[:10]  # the tag of (nearly) every caption
+    assert resolve_extra("lora", "My-Style") == egaku_home / "models" / "loras" / "My-Style.safetensors"
+    assert library.add(lora_path).name == "My-Style"  # same bytes: the existing entry
+    library.add(emb_path)
+    # a file copied into the folder by hand is found by its stem, as A1111 finds it
+    (egaku_home / "models" / "loras" / "dropped.safetensors").write_bytes(lora_path.read_bytes())
+    assert [e.name for e in list_extras("lora")] == ["dropped", "My-Style"]
+    assert main(["models", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "My-Style" in listed and "zqx style" in listed and lora.autov2 in listed and "thing" in listed
+    assert main(["models", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["name"], r["kind"]) for r in rows} == {("My-Style", "lora"), ("dropped", "lora"), ("thing", "embedding")}
+    assert main(["models", "remove", "My-Style"]) == 0
+    assert [e.name for e in list_extras("lora")] == ["dropped"]
