@@ -9,7 +9,6 @@ device, and image i of a batch equals the same image generated alone.
 
 from __future__ import annotations
 
-import math
 import secrets
 import threading
 import time
@@ -25,32 +24,16 @@ from egaku.engine.cache import ModelCache
 from egaku.engine.devices import (
     Toggle, apply_memory_savers, enable_cpu_offload, resolve_device, resolve_dtype, total_memory_bytes,
 )
-from egaku.engine.latents import (
-    decode_latents, encode_image, image_generators, initial_noise, latent_preview, pil_to_tensor, tensor_to_pil,
-)
+from egaku.engine.denoise import GenerationCancelled, Part, Plan, ProgressEvent, denoise
+from egaku.engine.extras import Extras, lora_key
+from egaku.engine.latents import decode_latents, encode_image, pil_to_tensor, tensor_to_pil
 from egaku.engine.request import GenerationRequest
-from egaku.engine.samplers import build_scheduler, check_steps, step_kwargs
-from egaku.errors import EgakuError, ModelNotFoundError
-from egaku.models.bundle import ModelBundle, ModelFamily
+from egaku.engine.samplers import check_steps, get_sampler
+from egaku.errors import EgakuError
+from egaku.models.bundle import ModelBundle
 
 BUILTIN = "builtin"
 DEFAULT_BUDGET_FRACTION = 0.5  # of RAM (cpu/mps) or VRAM (cuda) that cached models may use
-PREVIEW_EVERY = 4  # steps between live previews (and always at the last step)
-
-
-class GenerationCancelled(EgakuError):
-    """The caller set the cancel event; nothing was produced."""
-
-
-@dataclass
-class ProgressEvent:
-    """Sent after every sampler step of every batch."""
-
-    step: int  # steps done in this batch, 1..total
-    total: int  # steps this batch takes (fewer than request.steps for img2img)
-    image_index: int  # index of the batch's first image in the whole request
-    batch_index: int  # which of request.batch_count batches
-    preview: Image.Image | None = None  # cheap latent preview of the batch's first image, every few steps
 
 
 @dataclass
@@ -62,19 +45,6 @@ class GenerationResult:
     model_name: str
     model_hash: str  # AutoV2 (10 hex digits) or "" for models without a file
     timings: dict = field(default_factory=dict)  # seconds: load, prompt, denoise, decode, total
-
-
-@dataclass
-class _Plan:
-    """What every batch of one request shares, resolved once."""
-
-    request: GenerationRequest
-    bundle: ModelBundle
-    cond: list  # prompt schedule: [(end step, Conditioning)]
-    uncond: list  # negative prompt schedule
-    empty: object  # Conditioning of "", pads the shorter of cond / uncond
-    init_latents: torch.Tensor | None  # (1, 4, h, w) scaled VAE latents of the init image
-    inpaint: inp.InpaintInputs | None  # mask and 9-channel conditioning
 
 
 class Engine:
@@ -98,6 +68,7 @@ class Engine:
         self.vae_tiling = Toggle.parse(vae_tiling, "VAE tiling")
         self.cpu_offload = bool(cpu_offload)  # on a CPU-only engine the hooks are harmless no-ops
         self._lock = threading.RLock()
+        self.extras = Extras()  # LoRAs merged per request (undone after it) and embeddings
 
     # -- models -----------------------------------------------------------------------------------
 
@@ -160,10 +131,81 @@ class Engine:
         cancel: threading.Event | None = None,
     ) -> GenerationResult:
         """Run `request`: batch_count batches of batch_size images; raises GenerationCancelled if cancelled."""
-        with self._lock, torch.no_grad():
-            return self._generate(request, progress, cancel)
+        with self._lock, torch.no_grad(), self.extras.session():
+            t0 = time.perf_counter()
+            plan = self._plan(request)
+            images: list[Image.Image] = []
+            seeds: list[int] = []
+            for b in range(plan.request.batch_count):
+                part = Part(plan, plan.batch_seeds(b), b, progress, cancel)
+                images += self._run([part])[0]
+                seeds += part.seeds
+            return self._result(plan, images, seeds, t0)
 
-    def _generate(self, request, progress, cancel) -> GenerationResult:
+    @staticmethod
+    def batch_key(request: GenerationRequest) -> tuple | None:
+        """Requests with equal keys can share one forward pass (`generate_many`); None = run alone.
+
+        Shared: model, size, steps, sampler, clip skip, whether guidance is on and the LoRA set;
+        each request keeps its own prompts, seeds and CFG scale. img2img, inpainting and
+        multi-batch requests run alone.
+        """
+        if request.init_image is not None or request.mask is not None or request.batch_count != 1:
+            return None
+        try:
+            sampler = get_sampler(request.sampler).name
+        except EgakuError:
+            return None
+        guided = float(request.cfg_scale) != 1.0
+        loras = lora_key(request)
+        if loras is None:
+            return None
+        return (request.model or BUILTIN, request.width, request.height, request.steps, sampler, request.clip_skip, guided,
+                loras)
+
+    def generate_many(
+        self,
+        requests: list[GenerationRequest],
+        progress: list[Callable[[ProgressEvent], None] | None] | None = None,
+        cancel: list[threading.Event | None] | None = None,
+    ) -> list[GenerationResult | EgakuError]:
+        """Run several requests, in one forward pass when their `batch_key`s are equal.
+
+        Returns, in order, each request's result or the EgakuError it raised (GenerationCancelled
+        for one whose cancel event was set). A batched image matches the same image generated
+        alone within 1/255 (a bigger batch sums in a different order), not bitwise.
+        """
+        n = len(requests)
+        progress = list(progress or [None] * n)
+        cancel = list(cancel or [None] * n)
+        keys = {self.batch_key(r) for r in requests}
+        if n == 1 or None in keys or len(keys) > 1:
+            return [_outcome(lambda i=i: self.generate(requests[i], progress[i], cancel[i])) for i in range(n)]
+        with self._lock, torch.no_grad(), self.extras.session():
+            t0 = time.perf_counter()
+            outcomes: list = [_outcome(lambda r=r: self._plan(r)) for r in requests]
+            parts = [
+                Part(plan, plan.batch_seeds(0), 0, progress[i], cancel[i])
+                for i, plan in enumerate(outcomes) if isinstance(plan, Plan)
+            ]
+            results: dict[int, list | Exception] = {}
+            for group in _same_prompt_lengths(parts):
+                try:
+                    images = self._run(group)
+                except GenerationCancelled as e:  # every request of the group was cancelled
+                    images = [e] * len(group)
+                results.update((id(part), imgs) for part, imgs in zip(group, images))
+            done = iter(parts)
+            for i, plan in enumerate(outcomes):
+                if isinstance(plan, Plan):
+                    part = next(done)
+                    imgs = results[id(part)]
+                    outcomes[i] = (GenerationCancelled("generation cancelled") if isinstance(imgs, Exception) or part.cancelled
+                                   else self._result(plan, imgs, part.seeds, t0))
+            return outcomes
+
+    def _plan(self, request: GenerationRequest) -> Plan:
+        """Steps 1-2: validate, resolve the model and defaults, encode prompts and init images once."""
         from egaku.engine.prompts import PromptEncoder
 
         t0 = time.perf_counter()
@@ -183,19 +225,22 @@ class Engine:
             attention_slicing=self.attention_slicing, vae_tiling=self.vae_tiling,
         )
 
-        # 2. encode the prompt and negative prompt schedules once for the whole request
+        # 2. merge the request's LoRAs (undone when the request ends), register the embeddings its
+        # prompts name, then encode the prompt and negative prompt schedules once for the whole request
         t = time.perf_counter()
+        active = self.extras.apply(bundle, request)
         encoder = bundle.extra.get("_prompt_encoder")
         if encoder is None:  # one per model, so its cache of encoded prompts lives as long as the model
             encoder = bundle.extra["_prompt_encoder"] = PromptEncoder(bundle)
-        plan = _Plan(
+        plan = Plan(
             request=request,
             bundle=bundle,
-            cond=encoder.encode_schedule(request.prompt, request.steps, clip_skip=request.clip_skip),
-            uncond=encoder.encode_schedule(request.negative_prompt, request.steps, clip_skip=request.clip_skip),
+            cond=encoder.encode_schedule(active.prompt, request.steps, clip_skip=request.clip_skip),
+            uncond=encoder.encode_schedule(active.negative_prompt, request.steps, clip_skip=request.clip_skip),
             empty=encoder.empty(clip_skip=request.clip_skip),
             init_latents=None,
             inpaint=None,
+            timings=timings,
         )
         timings["prompt"] = time.perf_counter() - t
 
@@ -210,123 +255,63 @@ class Engine:
             )
         elif bundle.is_inpaint:
             plan.inpaint = inp.whole_image_inputs(bundle, request.init_image, width, height, self.device, self.dtype)
+        return plan
 
-        # 3-7 for each batch: sampler, latents, denoising loop, decode
-        images: list[Image.Image] = []
-        seeds: list[int] = []
-        timings["denoise"] = timings["decode"] = 0.0
-        for b in range(request.batch_count):
-            batch_seeds = [seed + b * request.batch_size + j for j in range(request.batch_size)]
-            t = time.perf_counter()
-            latents = self._denoise(plan, batch_seeds, b, progress, cancel)
-            timings["denoise"] += time.perf_counter() - t
-            t = time.perf_counter()
-            batch_images = tensor_to_pil(decode_latents(bundle, latents, self.dtype))
-            if request.mask is not None:  # A1111's overlay: unmasked pixels are the original's
-                batch_images = [inp.overlay(img, plan.inpaint) for img in batch_images]
-            timings["decode"] += time.perf_counter() - t
-            images += batch_images
-            seeds += batch_seeds
+    def _run(self, parts: list[Part]) -> list[list[Image.Image]]:
+        """Steps 3-7 for one forward-pass batch made of `parts`: denoise, decode; images per part."""
+        t = time.perf_counter()
+        latents = denoise(parts, self.device, self.dtype)  # (sum of part sizes, 4, h, w)
+        denoise_s = time.perf_counter() - t
+        t = time.perf_counter()
+        bundle = parts[0].plan.bundle
+        images = tensor_to_pil(decode_latents(bundle, latents, self.dtype))
+        decode_s = time.perf_counter() - t
+        out, start = [], 0
+        for part in parts:
+            part_images = images[start : start + len(part.seeds)]
+            start += len(part.seeds)
+            if part.plan.request.mask is not None:  # A1111's overlay: unmasked pixels are the original's
+                part_images = [inp.overlay(img, part.plan.inpaint) for img in part_images]
+            for key, seconds in (("denoise", denoise_s), ("decode", decode_s)):
+                part.plan.timings[key] = part.plan.timings.get(key, 0.0) + seconds
+            out.append(part_images)
+        return out
 
-        # 8. the result, with each image's A1111 infotext
+    def _result(self, plan: Plan, images: list[Image.Image], seeds: list[int], t0: float) -> GenerationResult:
+        """Step 8: the result, with each image's A1111 infotext."""
         from egaku.engine.metadata import format_parameters
 
-        name, short_hash = bundle.name or (request.model or BUILTIN), bundle.short_hash
-        infotexts = [format_parameters(request, seed=s, model_name=name, model_hash=short_hash) for s in seeds]
-        timings["total"] = time.perf_counter() - t0
-        return GenerationResult(images, seeds, infotexts, request, name, short_hash, timings)
-
-    def _denoise(self, plan: _Plan, seeds: list[int], batch_index: int, progress, cancel) -> torch.Tensor:
-        """Steps 3-6 for one batch: returns its final latents (B, 4, h, w)."""
-        from egaku.engine.prompts import conditioning_at, match_length
-
         request, bundle = plan.request, plan.bundle
-        batch, steps = len(seeds), request.steps
-        device, dtype = self.device, self.dtype
-        scale = bundle.vae_scale_factor
-        latent_shape = (4, request.height // scale, request.width // scale)
+        name, short_hash = bundle.name or (request.model or BUILTIN), bundle.short_hash
+        extra = self.extras.infotext_fields(request)  # "Lora hashes", "TI hashes"
+        infotexts = [format_parameters(request, seed=s, model_name=name, model_hash=short_hash, extra=extra) for s in seeds]
+        plan.timings["total"] = time.perf_counter() - t0
+        return GenerationResult(images, seeds, infotexts, request, name, short_hash, plan.timings)
 
-        # 3. the sampler's scheduler and timesteps; img2img starts part way, as diffusers' get_timesteps
-        scheduler = build_scheduler(request.sampler, bundle.scheduler_config, steps=steps)
-        scheduler.set_timesteps(steps, device=device)
-        order = scheduler.order
-        t_start = 0
-        if plan.init_latents is not None:
-            t_start = steps - min(int(steps * request.strength), steps)
-        timesteps = scheduler.timesteps[t_start * order :]
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(t_start * order)
+def _same_prompt_lengths(parts: list[Part]) -> list[list[Part]]:
+    """Split a batch where prompts differ in chunk count: padding a prompt with empty chunks would
+    change its image (cross-attention sees the padding), so only equal lengths share a pass."""
+    from egaku.engine.prompts import conditioning_at
 
-        # 4. latents: per-image CPU noise; img2img noises the init latents to the first timestep
-        generators = image_generators(seeds)
-        noise = initial_noise(generators, latent_shape, device, dtype)  # (B, 4, h, w)
-        init_latents = None
-        if plan.init_latents is not None:
-            init_latents = plan.init_latents.expand(batch, -1, -1, -1)  # (B, 4, h, w)
-        pure_noise = init_latents is None or (plan.inpaint is not None and request.strength >= 1.0)
-        if pure_noise:
-            latents = noise * scheduler.init_noise_sigma  # (B, 4, h, w)
-        elif len(timesteps) == 0:  # strength 0: nothing to denoise
-            latents = init_latents
-        else:
-            latents = scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(batch))  # (B, 4, h, w)
-        extra_step = step_kwargs(scheduler, generators)
-
-        # 5. denoising loop: classifier-free guidance with cond and uncond in one UNet call
+    groups: dict[tuple, list[Part]] = {}
+    for part in parts:
+        request = part.plan.request
         guided = float(request.cfg_scale) != 1.0
-        n_copies = 2 if guided else 1
-        blend = plan.inpaint is not None and not bundle.is_inpaint and request.mask is not None
-        nine = None
-        if bundle.is_inpaint:
-            nine = inp.unet_extra_channels(plan.inpaint, batch * n_copies)  # (n*B, 5, h, w)
-        time_ids = None
-        if bundle.family is ModelFamily.SDXL:  # original size, crop top-left, target size (SDXL paper §2.2)
-            h, w = request.height, request.width
-            time_ids = torch.tensor([[h, w, 0, 0, h, w]], device=device, dtype=dtype).repeat(batch * n_copies, 1)
-        total = math.ceil(len(timesteps) / order)
-        done = 0
-        for i, t in enumerate(timesteps):
-            if cancel is not None and cancel.is_set():
-                raise GenerationCancelled("generation cancelled")
-            prompt_step = min((t_start * order + i) // order, steps - 1)
-            cond = conditioning_at(plan.cond, prompt_step)
-            conds = [cond]
-            if guided:
-                uncond, cond = match_length(conditioning_at(plan.uncond, prompt_step), cond, plan.empty)
-                conds = [uncond, cond]
-            embeds = torch.cat([c.embeds.to(device, dtype).expand(batch, -1, -1) for c in conds])  # (n*B, 77k, D)
-            added = None
-            if time_ids is not None:
-                pooled = torch.cat([c.pooled.to(device, dtype).expand(batch, -1) for c in conds])  # (n*B, D2)
-                added = {"text_embeds": pooled, "time_ids": time_ids}
+        length = tuple(
+            max(conditioning_at(part.plan.cond, s).chunk_count,
+                conditioning_at(part.plan.uncond, s).chunk_count if guided else 0)
+            for s in range(request.steps)
+        )
+        groups.setdefault(length, []).append(part)
+    return list(groups.values())
 
-            model_in = torch.cat([latents] * n_copies)  # (n*B, 4, h, w)
-            model_in = scheduler.scale_model_input(model_in, t)
-            if nine is not None:
-                model_in = torch.cat([model_in, nine], dim=1)  # (n*B, 9, h, w)
-            out = bundle.unet(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
-            if guided:
-                out_uncond, out_cond = out.chunk(2)  # (B, 4, h, w) each
-                out = out_uncond + float(request.cfg_scale) * (out_cond - out_uncond)
-            latents = scheduler.step(out, t, latents, **extra_step).prev_sample  # (B, 4, h, w)
 
-            # 6. 4-channel inpainting: keep the unmasked area on the init image's noising path
-            if blend:
-                kept = init_latents
-                if i < len(timesteps) - 1:
-                    kept = scheduler.add_noise(init_latents, noise, timesteps[i + 1 : i + 2])
-                mask = plan.inpaint.latent_mask  # (1, 1, h, w)
-                latents = (1 - mask) * kept + mask * latents
-
-            if (i + 1) % order == 0 or i == len(timesteps) - 1:
-                done += 1
-                if progress is not None:
-                    show = done % PREVIEW_EVERY == 0 or done == total
-                    preview = latent_preview(latents[0], bundle.family) if show else None
-                    progress(ProgressEvent(done, total, batch_index * request.batch_size, batch_index, preview))
-        if cancel is not None and cancel.is_set():
-            raise GenerationCancelled("generation cancelled")
-        return latents
+def _outcome(fn: Callable):
+    """fn() or the EgakuError it raised: one request's failure must not sink the others of its batch."""
+    try:
+        return fn()
+    except EgakuError as e:
+        return e
 
 
 def _disk_size(path: Path) -> int | None:

@@ -16,6 +16,8 @@ MAX_CFG = 30.0
 MAX_BATCH_SIZE = 16
 MAX_BATCH_COUNT = 100
 MAX_CLIP_SKIP = 12
+MAX_LORAS = 16
+MAX_LORA_WEIGHT = 10.0
 
 
 @dataclass
@@ -43,6 +45,8 @@ class GenerationRequest:
     strength: float = 0.75
     mask: Any | None = None  # PIL.Image.Image, L mode, white = repaint
     mask_blur: int = 4
+    # [(name, weight)]: library LoRAs (or paths) merged for this request, on top of <lora:name:w> prompt tags
+    loras: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     def validated(self) -> "GenerationRequest":
@@ -84,7 +88,20 @@ class GenerationRequest:
             )
         if not 0 <= self.mask_blur <= 64:
             raise InvalidRequestError(f"mask blur must be between 0 and 64, got {self.mask_blur}")
+        self._validate_loras()
         return self
+
+    def _validate_loras(self) -> None:
+        if not isinstance(self.loras, (list, tuple)) or len(self.loras) > MAX_LORAS:
+            raise InvalidRequestError(f"loras must be a list of at most {MAX_LORAS} (name, weight) pairs")
+        for item in self.loras:
+            if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str) and item[0].strip()):
+                raise InvalidRequestError(f"each LoRA must be a (name, weight) pair, got {item!r}")
+            weight = item[1]
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not abs(weight) <= MAX_LORA_WEIGHT:
+                raise InvalidRequestError(
+                    f"LoRA {item[0]!r} has weight {weight!r}; weights must be numbers between "
+                    f"-{MAX_LORA_WEIGHT:g} and {MAX_LORA_WEIGHT:g}")
 
     def with_(self, **changes: Any) -> "GenerationRequest":
         return replace(self, **changes)

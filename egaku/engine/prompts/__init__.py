@@ -8,7 +8,7 @@ the weighted, chunked CLIP conditioning built from them for SD 1.x, SD 2.x and S
 """
 
 from egaku.engine.prompts.chunks import MAX_TOKENS_PER_CHUNK, PromptChunk, describe_prompt, split_into_chunks
-from egaku.engine.prompts.encoder import Conditioning, PromptEncoder, conditioning_at, match_length
+from egaku.engine.prompts.encoder import Conditioning, PromptEncoder, conditioning_at, match_length, match_lengths
 from egaku.engine.prompts.parser import extract_lora_tags, parse_prompt_attention
 from egaku.engine.prompts.schedule import get_prompt_schedule
 
@@ -22,6 +22,7 @@ __all__ = [
     "extract_lora_tags",
     "get_prompt_schedule",
     "match_length",
+    "match_lengths",
     "parse_prompt_attention",
     "split_into_chunks",
 ]

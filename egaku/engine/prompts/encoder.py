@@ -150,16 +150,23 @@ def apply_emphasis(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 def match_length(a: Conditioning, b: Conditioning, empty: Conditioning) -> tuple[Conditioning, Conditioning]:
     """Give `a` and `b` the same number of chunks so CFG can batch them (A1111's "pad prompt/negative
     prompt to be same length"): the shorter gets copies of the empty prompt's chunk appended."""
-    ka, kb = a.chunk_count, b.chunk_count
-    if ka == kb:
-        return a, b
+    a, b = match_lengths([a, b], empty)
+    return a, b
+
+
+def match_lengths(conds: list[Conditioning], empty: Conditioning) -> list[Conditioning]:
+    """`match_length` for any number of conditionings: each is padded to the longest's chunk count."""
+    longest = max(c.chunk_count for c in conds)
     pad_chunk = empty.embeds[:, :CHUNK_LENGTH]  # (1, 77, D)
 
-    def padded(c: Conditioning, missing: int) -> Conditioning:
+    def padded(c: Conditioning) -> Conditioning:
+        missing = longest - c.chunk_count
+        if missing == 0:
+            return c
         pad = pad_chunk.to(device=c.embeds.device, dtype=c.embeds.dtype).repeat(1, missing, 1)  # (1, 77m, D)
         return Conditioning(torch.cat([c.embeds, pad], dim=1), c.pooled)  # (1, 77(k+m), D)
 
-    return (padded(a, kb - ka), b) if ka < kb else (a, padded(b, ka - kb))
+    return [padded(c) for c in conds]
 
 
 def conditioning_at(schedule: list[tuple[int, Conditioning]], step: int) -> Conditioning:
