@@ -1,7 +1,9 @@
 """`egaku train base`: train the built-in model from scratch on the shapes world (resumable).
+`egaku train lora|dreambooth|embedding|finetune`: fine-tune any model on your images (cli/finetune.py).
 
     egaku train base --out runs/base --minutes 120            # run again to resume
     egaku train base --out runs/base --minutes 0 --export egaku/models/builtin   # export only
+    egaku train lora my_images/ --out runs/my-style
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ def register(subparsers) -> None:
     b.add_argument("--init-from", type=Path, metavar="DIR",
                    help="start a new run from an exported model (its VAE is kept; UNet and text encoder train on)")
     b.set_defaults(run=run_base)
+
+    from egaku.cli.finetune import register_methods
+
+    register_methods(sub)
 
 
 def run_base(args: argparse.Namespace) -> int:
