@@ -4,6 +4,7 @@
     egaku generate "a red cube" --batch-count 4 -o "cubes/{i}-{seed}.png"
     egaku generate "a blue cube" --init cube.png --mask cube-mask.png --strength 0.8
     egaku generate --from cube.png --sampler "DPM++ 2M Karras"   # replay with one change
+    egaku generate "a castle" --lora my-style:0.8 --lora other:0.3  # as <lora:my-style:0.8> ... in the prompt
 
 Everything the user typed is checked (request ranges, sampler name, images, output name) before a
 model is loaded, so a typo fails in a second, not after a minute of loading.
@@ -33,6 +34,19 @@ def _device(value: str) -> str:
     return value.strip().lower()
 
 
+def _lora(value: str) -> tuple[str, float]:
+    """NAME[:WEIGHT] -> (name, weight); the weight defaults to 1, as in a `<lora:name>` tag."""
+    name, sep, weight = value.strip().rpartition(":")
+    if not sep:
+        return value.strip(), 1.0
+    try:
+        return name, float(weight)
+    except ValueError:
+        if "/" in weight or "\\" in weight:  # a path with a drive letter, no weight
+            return value.strip(), 1.0
+        raise argparse.ArgumentTypeError(f"'{value}': the weight after ':' must be a number") from None
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "generate",
@@ -53,6 +67,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch-count", "--n-iter", dest="batch_count", type=int, metavar="N",
                    help="batches, one after another (default 1)")
     p.add_argument("--clip-skip", type=int, metavar="N", help="skip the last N-1 CLIP layers (default 1)")
+    p.add_argument("--lora", dest="loras", type=_lora, action="append", metavar="NAME[:WEIGHT]",
+                   help="apply a LoRA (library name or file; weight default 1); repeat for several. "
+                   "Same as <lora:NAME:WEIGHT> in the prompt, and written so in the image's parameters")
     p.add_argument("--init", type=Path, metavar="IMAGE", help="init image: img2img")
     p.add_argument("--strength", type=float, metavar="X", help="denoising strength for img2img (default 0.75)")
     p.add_argument("--mask", type=Path, metavar="IMAGE", help="inpainting mask, white = repaint (needs --init)")
@@ -85,6 +102,8 @@ def request_fields(args: argparse.Namespace) -> dict[str, Any]:
             raise InvalidImageError(f"{args.from_image.name} holds no generation parameters to replay")
         fields.update(request_kwargs_from_parameters(parse_parameters(text)))
     fields.update({k: getattr(args, k) for k in REQUEST_FLAGS if getattr(args, k) is not None})
+    if getattr(args, "loras", None):
+        fields["loras"] = list(args.loras)
     if "prompt" not in fields:
         raise InvalidRequestError("a prompt is needed (or --from IMAGE to replay one)")
     return fields
@@ -183,6 +202,10 @@ def run(args: argparse.Namespace) -> int:
     from egaku.engine.samplers import get_sampler
 
     get_sampler(request.sampler)  # unknown sampler: fail before loading a model
+    from egaku.models.library_extras import ModelKind, resolve_extra
+
+    for name, _ in request.loras:  # unknown LoRA: the same
+        resolve_extra(ModelKind.LORA, name)
     engine = Engine(
         device=args.device,
         dtype=args.dtype,

@@ -41,11 +41,12 @@ class ActiveExtras:
 
 
 def request_loras(request) -> list[tuple[str, float]]:
-    """A request's LoRAs: its `loras` field, then the `<lora:name:w>` tags of its prompt."""
+    """A request's LoRAs: the `<lora:name:w>` tags of its prompt, then its `loras` field (the order in
+    which the infotext writes them, so a replay sums the same deltas in the same order)."""
     from egaku.engine.prompts import extract_lora_tags
 
-    loras = [(str(name), float(weight)) for name, weight in (request.loras or [])]
-    loras += extract_lora_tags(request.prompt)[1]
+    loras = list(extract_lora_tags(request.prompt)[1])
+    loras += [(str(name), float(weight)) for name, weight in (request.loras or [])]
     for name, weight in loras:
         if not math.isfinite(weight) or abs(weight) > MAX_LORA_WEIGHT:
             raise InvalidRequestError(f"LoRA {name!r} has weight {weight}; weights must be between "

@@ -79,6 +79,7 @@ def format_parameters(
 ) -> str:
     """The A1111 infotext of one image of `request`, generated with `seed`.
 
+    The prompt line carries the request's `loras` as `<lora:name:weight>` tags (prompt_with_loras).
     Fields follow A1111's `create_infotext` order; a field is left out when it does not apply
     (no negative prompt, txt2img without denoising strength, clip skip 1, no mask) or is None.
     `extra` adds fields (e.g. "Lora hashes") before "Version", as A1111's extra_generation_params.
@@ -101,7 +102,15 @@ def format_parameters(
     fields["Version"] = _version()
     line = ", ".join(f"{k}: {quote(v)}" for k, v in fields.items() if v is not None and v != "")
     negative = f"\nNegative prompt: {request.negative_prompt}" if request.negative_prompt else ""
-    return f"{request.prompt}{negative}\n{line}".strip()
+    return f"{prompt_with_loras(request.prompt, request.loras)}{negative}\n{line}".strip()
+
+
+def prompt_with_loras(prompt: str, loras) -> str:
+    """The prompt with a request's `loras` field appended as A1111 `<lora:name:weight>` tags, so the
+    infotext alone replays the image (A1111 writes LoRAs in the prompt; the engine applies the prompt's
+    tags before the field's, so the order survives)."""
+    tags = " ".join(f"<lora:{name}:{_number(weight)}>" for name, weight in loras or [])
+    return f"{prompt} {tags}" if prompt and tags else prompt or tags
 
 
 def parse_parameters(text: str) -> dict:

@@ -46,6 +46,8 @@ class JobSpec:
     init_image: bytes | None = None  # PNG/JPEG/WebP bytes, already size-checked by the server
     mask: bytes | None = None  # white = repaint
     mask_blur: int = 4
+    # [(name, weight)]: library LoRAs merged for this job, on top of the prompt's <lora:name:w> tags
+    loras: list[tuple[str, float]] = field(default_factory=list)
     webhook_url: str | None = None
     source: str = "native"  # "native" | "stability" | "openai" | "a1111" | "studio"
 

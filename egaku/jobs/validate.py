@@ -3,7 +3,9 @@
 As much as can be known before a worker runs the job is checked here, so a bad request gets a
 clear 400/404 at once instead of a failed job: field types and ranges (GenerationRequest.validated),
 the sampler name, the model name (built-in, registered on the engine, or in the library; never a
-path), the init image and mask (decoded with load_image's decompression-bomb check), the webhook URL.
+path), the LoRAs (the `loras` field and the prompt's `<lora:name:w>` tags: library names, never
+paths; weights within the engine's bounds), the init image and mask (decoded with load_image's
+decompression-bomb check), the webhook URL.
 
 Cost (published): credits = max(1, ceil(width * height * steps * n / (128 * 128 * 20))).
 """
@@ -11,6 +13,7 @@ Cost (published): credits = max(1, ceil(width * height * steps * n / (128 * 128 
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from dataclasses import dataclass
 from functools import lru_cache
@@ -88,6 +91,63 @@ def model_size(engine, model: str | None) -> int:
     return int(entry["default_size"])
 
 
+def library_lora(name: str) -> str:
+    """The library name of a LoRA a job may name (exact, else case-insensitive, as the engine resolves
+    it); ModelNotFoundError for anything else, file paths included."""
+    from egaku.models.library_extras import ModelKind, known_names
+
+    names = known_names(ModelKind.LORA)
+    if name in names:
+        return name
+    hit = next((n for n in sorted(names) if n.lower() == name.lower()), None)
+    if hit is None:
+        have = ", ".join(sorted(names, key=str.lower)[:8]) or "none; add one with `egaku models add FILE`"
+        raise ModelNotFoundError(f"no LoRA named {name[:100]!r} in the library (have: {have})")
+    return hit
+
+
+def _lora_weight(name: str, weight) -> float:
+    from egaku.engine.request import MAX_LORA_WEIGHT
+
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+            or abs(weight) > MAX_LORA_WEIGHT:
+        raise InvalidRequestError(f"LoRA {name[:100]!r} has weight {weight!r}; weights must be numbers between "
+                                  f"-{MAX_LORA_WEIGHT:g} and {MAX_LORA_WEIGHT:g}")
+    return float(weight)
+
+
+def check_loras(loras, prompt: str) -> list[dict]:
+    """The job's LoRAs as stored, [{"name", "weight"}] with library names; the prompt's tags checked too.
+
+    `loras` holds (name, weight) pairs or {"name", "weight"} dicts (weight defaults to 1).
+    """
+    from egaku.engine.prompts import extract_lora_tags
+    from egaku.engine.request import MAX_LORAS
+
+    if loras is None:
+        loras = []
+    if not isinstance(loras, (list, tuple)):
+        raise InvalidRequestError("loras must be a list of {name, weight} pairs")
+    if len(loras) > MAX_LORAS:
+        raise InvalidRequestError(f"at most {MAX_LORAS} LoRAs per job, got {len(loras)}")
+    out = []
+    for item in loras:
+        if isinstance(item, dict):
+            name, weight = item.get("name"), item.get("weight", 1.0)
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            name, weight = item
+        else:
+            raise InvalidRequestError(f"each LoRA must be a (name, weight) pair, got {str(item)[:80]!r}")
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise InvalidRequestError(f"a LoRA name must be text of 1 to 200 characters, got {str(name)[:80]!r}")
+        weight = _lora_weight(name, weight)
+        out.append({"name": library_lora(name.strip()), "weight": weight})
+    for name, weight in extract_lora_tags(prompt)[1]:  # the engine would read a path in a tag: never here
+        _lora_weight(name, weight)
+        library_lora(name)
+    return out
+
+
 def _int(name: str, value, *, allow_none: bool = False):
     if value is None and allow_none:
         return None
@@ -138,6 +198,7 @@ def check_spec(spec: JobSpec, *, engine, settings: ServiceSettings) -> Checked:
     if model is not None and not isinstance(model, str):
         raise InvalidRequestError("model must be a name")
     webhook_url = check_webhook(spec.webhook_url)
+    loras = check_loras(spec.loras, spec.prompt)
 
     # 2. sampler, model and size (the model's native size where none was asked)
     sampler = check_steps(spec.sampler, steps).name
@@ -155,7 +216,7 @@ def check_spec(spec: JobSpec, *, engine, settings: ServiceSettings) -> Checked:
     request = GenerationRequest(
         prompt=spec.prompt, negative_prompt=spec.negative_prompt, model=model, sampler=sampler, steps=steps,
         cfg_scale=cfg_scale, seed=seed, width=width, height=height, batch_size=n, init_image=init,
-        strength=strength, mask=mask, mask_blur=mask_blur,
+        strength=strength, mask=mask, mask_blur=mask_blur, loras=[(d["name"], d["weight"]) for d in loras],
     ).validated()
 
     # 4. batch key: jobs with equal keys may share one forward pass
@@ -163,7 +224,7 @@ def check_spec(spec: JobSpec, *, engine, settings: ServiceSettings) -> Checked:
     stored = dict(
         prompt=spec.prompt, negative_prompt=spec.negative_prompt, model=model, sampler=sampler, steps=steps,
         cfg_scale=cfg_scale, seed=seed, width=width, height=height, n=n, strength=strength,
-        init_image=spec.init_image is not None, mask=spec.mask is not None, mask_blur=mask_blur,
+        init_image=spec.init_image is not None, mask=spec.mask is not None, mask_blur=mask_blur, loras=loras,
         webhook_url=webhook_url, source=spec.source,
     )
     return Checked(

@@ -135,6 +135,7 @@ class Worker(threading.Thread):
             sampler=spec["sampler"], steps=spec["steps"], cfg_scale=spec["cfg_scale"], seed=spec["seed"],
             width=spec["width"], height=spec["height"], batch_size=spec["n"], init_image=init,
             strength=spec["strength"], mask=mask, mask_blur=spec["mask_blur"],
+            loras=[(d["name"], float(d["weight"])) for d in spec.get("loras") or []],  # jobs stored before LoRAs: none
         )
 
     def generate(self, runnable: list) -> list:

@@ -16,8 +16,9 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
+from functools import lru_cache
 from pathlib import Path
 
 from egaku.errors import InvalidRequestError, ModelLoadError, ModelNotFoundError
@@ -91,8 +92,16 @@ def detect_kind(path: str | os.PathLike) -> ModelKind:
 
 
 def describe(kind: ModelKind, path: Path, name: str, sha256: str, in_index: bool) -> ExtraInfo:
-    """Read a LoRA or embedding file's details (family, rank, trigger words, ...)."""
-    size = path.stat().st_size
+    """Read a LoRA or embedding file's details (family, rank, trigger words, ...); remembered per file
+    version, so listing a library of large LoRAs again (a server's GET /api/v1/loras) reads no file."""
+    st = Path(path).stat()
+    info = _describe(ModelKind(kind), Path(path), name, sha256, in_index, st.st_size, st.st_mtime_ns)
+    return replace(info, trigger_words=list(info.trigger_words))  # the caller's own list
+
+
+@lru_cache(maxsize=512)
+def _describe(kind: ModelKind, path: Path, name: str, sha256: str, in_index: bool, size: int,
+              mtime_ns: int) -> ExtraInfo:
     if kind is ModelKind.LORA:
         from egaku.models.lora import addnet_hash_file, guess_family, read_lora, trigger_words
 

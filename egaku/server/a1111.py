@@ -19,12 +19,14 @@ from starlette.concurrency import run_in_threadpool
 
 from egaku.jobs.types import JobSpec, JobStatus, Principal
 from egaku.server.a1111_models import (
-    A1111Error, GenerationResponse, Img2ImgRequest, Progress, Sampler, Scheduler, SdModel, Txt2ImgRequest,
+    A1111Error, Embeddings, GenerationResponse, Img2ImgRequest, Lora, Progress, Sampler, Scheduler, SdModel,
+    Txt2ImgRequest,
 )
 from egaku.server.auth import bearer_scheme, get_principal, get_service, get_settings
 from egaku.server.errors import ApiError
 from egaku.server.jobs_glue import model_dict, model_entries, resolve_model, short_hash, submit_and_wait
 from egaku.server.limits import ServerSettings
+from egaku.server.loras import a1111_embeddings, a1111_loras
 from egaku.server.uploads import (
     check_image, check_mask_size, check_prompt, decode_base64, encode_base64, inverted_mask, png_bytes,
 )
@@ -156,6 +158,27 @@ def sd_models(user: User, service=Depends(get_service)):
 
 @router.post("/refresh-checkpoints", summary="No-op: the library is read on every request")
 def refresh_checkpoints(user: User) -> None:
+    return None
+
+
+@router.get("/loras", summary="LoRAs in the library (use them as <lora:name:weight> prompt tags)",
+            response_model=list[Lora])
+def loras(user: User):
+    return a1111_loras()
+
+
+@router.post("/refresh-loras", summary="No-op: the LoRA folder is read on every request")
+def refresh_loras(user: User) -> None:
+    return None
+
+
+@router.get("/embeddings", summary="Textual-inversion embeddings in the library", response_model=Embeddings)
+def embeddings(user: User):
+    return a1111_embeddings()
+
+
+@router.post("/refresh-embeddings", summary="No-op: the embeddings folder is read on every request")
+def refresh_embeddings(user: User) -> None:
     return None
 
 

@@ -75,6 +75,28 @@ class SdModel(BaseModel):
     config: str | None = None
 
 
+class Lora(BaseModel):
+    """An entry of GET /sdapi/v1/loras (A1111's built-in Lora extension)."""
+
+    name: str = Field(description="use as <lora:name:weight> in a prompt")
+    alias: str
+    path: str = Field(description="the file, relative to the server's models folder")
+    metadata: dict[str, Any] = Field(description="the safetensors header (kohya's ss_* training metadata)")
+
+
+class EmbeddingItem(BaseModel):
+    step: int | None = None
+    sd_checkpoint: str | None = None
+    sd_checkpoint_name: str | None = None
+    shape: int = Field(description="vector width (768 for SD 1.x)")
+    vectors: int
+
+
+class Embeddings(BaseModel):
+    loaded: dict[str, EmbeddingItem]
+    skipped: dict[str, EmbeddingItem]
+
+
 class Sampler(BaseModel):
     name: str
     aliases: list[str]

@@ -12,13 +12,15 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from egaku.jobs.types import JobSpec, JobStatus, Principal
+from egaku.server import loras as wire_loras
 from egaku.server.auth import (
     api_key_scheme, bearer_scheme, get_principal, get_principal_or_query_key, get_service, get_settings,
 )
 from egaku.server.limits import ServerSettings
 from egaku.server.uploads import check_image, check_prompt, decode_base64
 from egaku.server.views import (
-    AccountOut, CostOut, ErrorOut, JobList, JobOut, JobRequest, ModelOut, PricingOut, job_json,
+    AccountOut, CostOut, EmbeddingOut, ErrorOut, JobList, JobOut, JobRequest, LoraOut, ModelOut, PricingOut,
+    job_json,
 )
 
 UNIT = 128 * 128 * 20  # one built-in 128x128 image at 20 steps = 1 credit
@@ -48,8 +50,8 @@ def spec_from_request(body: JobRequest, settings: ServerSettings, *, source: str
         negative_prompt=check_prompt(body.negative_prompt, settings.max_prompt_chars, what="negative prompt"),
         model=body.model or None, sampler=body.sampler, steps=body.steps, cfg_scale=body.cfg_scale,
         seed=body.seed, width=body.width, height=body.height, n=body.n, strength=body.strength,
-        init_image=init_image, mask=mask, mask_blur=body.mask_blur, webhook_url=body.webhook_url or None,
-        source=source,
+        init_image=init_image, mask=mask, mask_blur=body.mask_blur, loras=wire_loras.lora_pairs(body.loras),
+        webhook_url=body.webhook_url or None, source=source,
     )
 
 
@@ -71,6 +73,16 @@ def cost(body: JobRequest, user: User, service: Service, settings: Settings):
 @router.get("/models", summary="Models in the library, the built-in first", response_model=list[ModelOut])
 def models(user: User, service: Service):
     return service.models()
+
+
+@router.get("/loras", summary="LoRAs in the library (name, hash, trigger words)", response_model=list[LoraOut])
+def loras(user: User):
+    return wire_loras.loras()
+
+
+@router.get("/embeddings", summary="Textual-inversion embeddings in the library", response_model=list[EmbeddingOut])
+def embeddings(user: User):
+    return wire_loras.embeddings()
 
 
 @router.get("/samplers", summary="Sampler names (A1111 spelling)", response_model=list[str])

@@ -7,7 +7,8 @@ meaning the caller's default model (the one A1111's options set; else the built-
 (fully transparent pixels of `mask`, or of `image` when no mask is sent, are repainted).
 `response_format=url` gives an absolute URL on this server, signed and expiring after an hour, that
 serves the PNG without a key (OpenAI clients fetch those URLs without auth).
-egaku extensions (optional body fields): negative_prompt, steps, seed, cfg_scale, sampler.
+egaku extensions (optional body fields): negative_prompt, steps, seed, cfg_scale, sampler, and loras
+([{"name","weight"}]; the openai client sends them with `extra_body=`, in edits' forms as `loras[][name]`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from egaku.server.auth import bearer_scheme, get_principal, get_settings
 from egaku.server.errors import ApiError
 from egaku.server.jobs_glue import images_png, require_success, resolve_model, submit_and_wait
 from egaku.server.limits import ServerSettings
+from egaku.server.loras import form_loras, lora_pairs
 from egaku.server.uploads import check_image, check_mask_size, check_prompt, encode_base64, mask_from_alpha, png_bytes
+from egaku.server.views import LoraIn
 
 _SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 
@@ -51,6 +54,7 @@ class ImageParams(BaseModel):
     seed: int | None = Field(None, ge=-1, le=4294967295)
     cfg_scale: float | None = Field(None, ge=0, le=30)
     sampler: str | None = None
+    loras: list[LoraIn] | None = Field(None, description="library LoRAs to apply (see GET /api/v1/loras)")
 
 
 class GenerationsBody(ImageParams):
@@ -149,7 +153,7 @@ def _spec(request: Request, user: Principal, p: ImageParams, settings: ServerSet
         negative_prompt=check_prompt(p.negative_prompt, settings.max_prompt_chars, what="negative prompt"),
         model=_model(request, user, p.model), seed=-1 if p.seed is None else p.seed, n=p.n or 1,
         width=extra.pop("width", None) or width, height=extra.pop("height", None) or height,
-        source="openai", **fields, **extra,
+        loras=lora_pairs(p.loras), source="openai", **fields, **extra,
     )
 
 
@@ -186,6 +190,8 @@ _EDIT_FORM = {"requestBody": {"required": True, "content": {"multipart/form-data
         "response_format": {"type": "string", "enum": ["url", "b64_json"]},
         "negative_prompt": {"type": "string"}, "steps": {"type": "integer", "minimum": 1, "maximum": 150},
         "seed": {"type": "integer", "minimum": -1, "maximum": 4294967295},
+        "loras": {"type": "string", "description": 'JSON [{"name","weight"}], or the fields loras[][name], '
+                  "loras[][weight] (as the openai client's extra_body sends them)"},
     }}}}}}
 
 
@@ -194,12 +200,16 @@ _EDIT_FORM = {"requestBody": {"required": True, "content": {"multipart/form-data
              dependencies=[Security(bearer_scheme)])
 async def edits(request: Request, user: User, settings: ServerSettings = Depends(get_settings)):
     form = await request.form(max_files=8, max_fields=100)
-    fields, files = {}, {}
+    fields, files, lora_items = {}, {}, []
     for key, value in form.multi_items():
         if hasattr(value, "read"):
             files.setdefault(key.removesuffix("[]"), await value.read())
+        elif key == "loras" or key.startswith("loras["):
+            lora_items.append((key, value))
         else:
             fields[key] = value
+    if lora_items:
+        fields["loras"] = [{"name": n, "weight": w} for n, w in form_loras(lora_items, code="invalid_value")]
     try:
         params = ImageParams.model_validate(fields)
     except ValidationError as e:

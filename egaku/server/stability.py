@@ -7,6 +7,8 @@ seed 0 = random; Stability's sampler enum maps to A1111 names; style_preset appe
 clip_guidance_preset is accepted and ignored (egaku has no CLIP guidance). Width/height omitted =
 the engine's native size. IMAGE_STRENGTH's image_strength is how much of the init image to keep,
 so egaku's strength = 1 - image_strength; STEP_SCHEDULE starts at step_schedule_start = strength.
+egaku extension: `loras`, [{"name","weight"}] in JSON; in forms `loras[0][name]`, `loras[0][weight]`
+(or one JSON string field `loras`).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from egaku.server.auth import bearer_scheme, get_principal, get_service, get_set
 from egaku.server.errors import ApiError
 from egaku.server.jobs_glue import images_png, model_entries, require_success, resolve_model, submit_and_wait
 from egaku.server.limits import ServerSettings
+from egaku.server.loras import form_loras, lora_pairs
 from egaku.server.uploads import (
     check_image, check_mask_size, check_prompt, encode_base64, inverted_mask, mask_from_alpha, png_bytes,
 )
+from egaku.server.views import LoraIn
 
 
 class StabilitySampler(StrEnum):
@@ -101,6 +105,7 @@ class GenerationParams(BaseModel):
     seed: int = Field(0, ge=0, le=4294967295, description="0 = random")
     steps: int = Field(30, ge=1, le=150)
     style_preset: StylePreset | None = None
+    loras: list[LoraIn] | None = Field(None, description="egaku extension: library LoRAs to apply")
 
 
 class TextToImageBody(GenerationParams):
@@ -218,7 +223,8 @@ def _spec(engine_id: str, params: GenerationParams, settings: ServerSettings, se
     return JobSpec(
         prompt=prompt, negative_prompt=negative, model=resolve_model(service, engine_id),
         sampler=SAMPLERS[params.sampler.value] if params.sampler else "Euler a", steps=params.steps,
-        cfg_scale=params.cfg_scale, seed=params.seed or -1, n=params.samples, source="stability", **extra,
+        cfg_scale=params.cfg_scale, seed=params.seed or -1, n=params.samples, loras=lora_pairs(params.loras),
+        source="stability", **extra,
     )
 
 
@@ -265,6 +271,8 @@ def _form_schema(extra: dict, required: list[str]) -> dict:
         "steps": {"type": "integer", "minimum": 1, "maximum": 150, "default": 30},
         "style_preset": {"type": "string", "enum": list(STYLE_PHRASES)},
         "init_image": {"type": "string", "format": "binary", "description": "PNG/JPEG/WebP, sides multiples of 64"},
+        "loras": {"type": "string", "description": 'egaku extension: JSON [{"name","weight"}] (or the fields '
+                  "loras[0][name], loras[0][weight], ...)"},
         **extra,
     }
     schema = {"type": "object", "properties": props, "required": ["init_image", "text_prompts[0][text]", *required]}
@@ -277,11 +285,14 @@ async def _read_form(request: Request, model: type[GenerationParams]):
     fields: dict = {}
     files: dict[str, bytes] = {}
     prompts_by_index: dict[int, dict] = {}
+    lora_items: list[tuple[str, str]] = []
     for key, value in form.multi_items():
         if hasattr(value, "read"):
             files[key] = await value.read()
             continue
-        if key.startswith("text_prompts["):
+        if key == "loras" or key.startswith("loras["):
+            lora_items.append((key, value))
+        elif key.startswith("text_prompts["):
             try:
                 index, attr = key[len("text_prompts["):].rstrip("]").split("][")
                 prompts_by_index.setdefault(int(index), {})[attr] = value
@@ -290,6 +301,8 @@ async def _read_form(request: Request, model: type[GenerationParams]):
         else:
             fields[key] = value
     fields["text_prompts"] = [prompts_by_index[i] for i in sorted(prompts_by_index)]
+    if lora_items:
+        fields["loras"] = [{"name": n, "weight": w} for n, w in form_loras(lora_items)]
     try:
         params = model.model_validate(fields)
     except ValidationError as e:

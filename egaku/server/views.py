@@ -21,6 +21,15 @@ class ErrorOut(BaseModel):
     error: ErrorDetail
 
 
+class LoraIn(BaseModel):
+    """One LoRA merged for a request (as a `<lora:name:weight>` prompt tag would)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str = Field(description="a LoRA of the library (see GET /api/v1/loras)")
+    weight: float = Field(1.0, description="strength, between -10 and 10 (A1111's usual range is 0..1)")
+
+
 class JobRequest(BaseModel):
     """A generation request in egaku's words (A1111 sampler names, strength = denoising strength)."""
 
@@ -40,6 +49,8 @@ class JobRequest(BaseModel):
     init_image: str | None = Field(None, description="base64 PNG/JPEG/WebP (or a data: URL): img2img")
     mask: str | None = Field(None, description="base64 mask, white = repaint (needs init_image)")
     mask_blur: int = 4
+    loras: list[LoraIn] = Field([], description="library LoRAs to apply (at most 16), on top of <lora:name:w> "
+                                "prompt tags; recorded as tags in the image's infotext")
     webhook_url: str | None = Field(None, description="http(s) URL called with the JobView when done")
 
 
@@ -97,6 +108,25 @@ class ModelOut(BaseModel):
     family: str | None = None
     default_size: int | None = None
     hash: str | None = None
+
+
+class LoraOut(BaseModel):
+    name: str = Field(description="use as {\"name\": ...} in `loras`, or as <lora:name:weight> in a prompt")
+    hash: str = Field(description="AutoV2 short hash (first 10 hex digits of the SHA-256), as Civitai shows")
+    sha256: str
+    family: str = Field(description="the model family it was made for: sd1, sd2, sdxl or unknown")
+    trigger_words: list[str] = Field(description="words to prompt with (from its training metadata)")
+    rank: int | None = None
+    alpha: float | None = None
+
+
+class EmbeddingOut(BaseModel):
+    name: str = Field(description="write the name in a prompt or negative prompt to use it")
+    hash: str
+    sha256: str
+    family: str
+    vectors: int | None = Field(None, description="vectors (tokens) it takes up")
+    trigger_words: list[str]
 
 
 def _plain(value: Any) -> Any:

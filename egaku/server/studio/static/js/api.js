@@ -75,6 +75,7 @@ function listOf(value, ...keys) {
 export const api = {
   account: () => call("GET", "/api/v1/account"),
   models: async () => listOf(await call("GET", "/api/v1/models"), "models", "data"),
+  loras: async () => listOf(await call("GET", "/api/v1/loras"), "loras", "data"),
   samplers: async () =>
     listOf(await call("GET", "/api/v1/samplers"), "samplers", "data").map((s) => (typeof s === "string" ? s : s.name)),
   cost: async (spec, signal) => (await call("POST", "/api/v1/cost", spec, { signal })).credits,

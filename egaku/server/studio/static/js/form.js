@@ -1,8 +1,9 @@
-// The generation form: prompt, model, sampler, steps, CFG, size presets, seed, batch, init image and mask.
+// The generation form: prompt, model, sampler, LoRAs, steps, CFG, size presets, seed, batch, init image and mask.
 // It turns its fields into the JSON body of POST /api/v1/jobs (and /api/v1/cost).
 
 import { api, blobToBase64 } from "./api.js";
 import { t } from "./i18n.js";
+import { LoraPicker } from "./loras.js";
 import { $, el, notify } from "./ui.js";
 
 // Aspect-ratio presets, scaled so width*height stays near the model's native area (multiples of 8).
@@ -56,6 +57,7 @@ export class GenerationForm {
       width: $("#width"), height: $("#height"), seedMode: $("#seed-mode"), seed: $("#seed"), n: $("#n"),
       strength: $("#strength"), strengthOut: $("#strength-out"),
     };
+    this.loras = new LoraPicker({ onChange: () => this.changed() });
     this.buildRatios();
     this.wire();
   }
@@ -91,10 +93,12 @@ export class GenerationForm {
     $("#clear-mask").addEventListener("click", () => this.setMask(null));
   }
 
-  /** Fill the model and sampler lists from the server, then restore the last session's fields. */
+  /** Fill the model, sampler and LoRA lists from the server, then restore the last session's fields. */
   async load() {
-    const [models, samplers] = await Promise.all([api.models(), api.samplers()]);
+    const saved = this.saved(); // read first: filling the lists below saves the form as it is then
+    const [models, samplers, loras] = await Promise.all([api.models(), api.samplers(), api.loras()]);
     this.models = models;
+    this.loras.load(loras);
     this.f.model.replaceChildren(
       ...models.map((m, i) => el("option", { value: m.name, dataset: { index: String(i) } },
         i === 0 ? builtinLabel(m.name) : m.name)),
@@ -102,7 +106,7 @@ export class GenerationForm {
     this.f.sampler.replaceChildren(...samplers.map((s) => el("option", { value: s }, s)));
     if (samplers.includes("Euler a")) this.f.sampler.value = "Euler a";
     this.selectRatio("1:1");
-    this.restore();
+    this.restore(saved);
     this.syncSeed();
   }
 
@@ -110,6 +114,7 @@ export class GenerationForm {
   retranslate() {
     const first = this.f.model.options[0];
     if (first) first.textContent = builtinLabel(this.models[0]?.name);
+    this.loras.render();
     this.syncSeed();
   }
 
@@ -168,6 +173,8 @@ export class GenerationForm {
       height: Math.round(Number(f.height.value)),
       n: Math.round(Number(f.n.value)),
     };
+    const loras = this.loras.value();
+    if (loras.length) spec.loras = loras;
     if (this.init) {
       spec.strength = Number(f.strength.value);
       if (withImages) spec.init_image = this.init.base64;
@@ -187,6 +194,7 @@ export class GenerationForm {
     const idx = params.model ? this.models.findIndex((m) => m.name === params.model) : 0;
     f.model.selectedIndex = Math.max(0, idx);
     if (params.sampler) f.sampler.value = params.sampler;
+    this.loras.set(params.loras ?? []);
     if (params.steps) f.steps.value = f.stepsRange.value = params.steps;
     if (params.cfg_scale !== undefined) f.cfg.value = f.cfgRange.value = params.cfg_scale;
     if (params.width) f.width.value = params.width;
@@ -265,18 +273,20 @@ export class GenerationForm {
     const data = {
       prompt: f.prompt.value, negative: f.negative.value, model: f.model.value, sampler: f.sampler.value,
       steps: f.steps.value, cfg: f.cfg.value, width: f.width.value, height: f.height.value,
-      ratio: this.ratio, seedMode: f.seedMode.value, seed: f.seed.value, n: f.n.value,
+      ratio: this.ratio, seedMode: f.seedMode.value, seed: f.seed.value, n: f.n.value, loras: this.loras.value(),
     };
     localStorage.setItem(FORM_STORAGE, JSON.stringify(data));
   }
 
-  restore() {
-    let d;
+  saved() {
     try {
-      d = JSON.parse(localStorage.getItem(FORM_STORAGE) || "null");
+      return JSON.parse(localStorage.getItem(FORM_STORAGE) || "null");
     } catch {
-      d = null;
+      return null;
     }
+  }
+
+  restore(d = this.saved()) {
     if (!d) return;
     const f = this.f;
     f.prompt.value = d.prompt ?? "";
@@ -291,5 +301,6 @@ export class GenerationForm {
     if (d.seedMode) f.seedMode.value = d.seedMode;
     if (d.seed) f.seed.value = d.seed;
     if (d.n) f.n.value = d.n;
+    this.loras.set(d.loras ?? []);
   }
 }

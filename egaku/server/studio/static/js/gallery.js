@@ -141,6 +141,7 @@ export class Gallery {
       ["pSampler", p.sampler], ["pSteps", p.steps], ["pCfg", p.cfg_scale], ["pSeed", image.seed],
       ["pSize", `${image.width} × ${image.height}`],
     ];
+    if (p.loras?.length) rows.push(["pLoras", p.loras.map((l) => `${l.name} ${l.weight}`).join(", ")]);
     if (p.init_image) rows.push(["pInit", t("yes")], ["pStrength", p.strength], ["pMask", p.mask ? t("yes") : t("no")]);
     rows.push(["pCost", job.cost], ["pCreated", new Date(job.created_at).toLocaleString()]);
     $("#detail-params").replaceChildren(
