@@ -81,11 +81,15 @@ def blueness(pixels: np.ndarray) -> float:
 
 
 def test_generated_image_shows_the_prompted_colour(studio_page, engine):
-    """The dominant colour of "..., blue background" is blue, read from the pixels the page shows.
+    """The pixels the page shows hold a red object for "a red circle ...", as the shapes-world analyzer reads
+    them; and the dominant colour of "..., blue background" is blue.
 
-    Enforced once the built-in model follows prompts: if the engine draws the same colours for a blue and a
-    yellow background at this seed, the model (not the studio) is what fails, and the test says so (xfail).
+    The background half is enforced once the built-in model follows background colours: if the engine draws
+    the same colours for a blue and a yellow background at this seed, the model (not the studio) is what
+    fails, and the test says so (xfail).
     """
+    from egaku.world.analyze import analyze
+
     page = studio_page
     page.fill("#prompt", PROMPT)
     page.fill("#steps", "20")
@@ -94,6 +98,8 @@ def test_generated_image_shows_the_prompted_colour(studio_page, engine):
     page.click("#generate")
     job_id = page.locator("#queue li.job").first.get_attribute("data-job-id")
     shown = page_pixels(page.locator(f'#gallery-grid .thumb[data-job-id="{job_id}"] img[src]'))
+    colours = [o.color for o in analyze(shown).objects]
+    assert "red" in colours, f"no red object in the image the page shows (objects: {colours})"
     request = GenerationRequest(PROMPT.replace("blue", "yellow"), seed=4242, steps=20, sampler="Euler a")
     control = np.asarray(engine.generate(request).images[0].convert("RGB"))
     if abs(blueness(shown) - blueness(control)) < 20:
