@@ -11,7 +11,7 @@ command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+  apt-get install -y -qq "${need[@]}" >&2  # with recommends: fonts for the browser
 fi
 read -r version cluster port status _ < <(pg_lsclusters --no-header | head -n 1)
 [ "$status" = online ] || pg_ctlcluster "$version" "$cluster" start >&2
