@@ -40,6 +40,7 @@ def evaluate(settings: EvalSettings, engine=None, progress=None, keep_images: bo
         suite = suite[: settings.limit]
     started = time.time()
     rows: list[tuple[EvalPrompt, bool]] = []
+    attributes: list[dict[str, bool]] = []
     images = []
     for i, prompt in enumerate(suite):
         request = GenerationRequest(
@@ -51,13 +52,16 @@ def evaluate(settings: EvalSettings, engine=None, progress=None, keep_images: bo
             seed=settings.seed + i,
         )
         image = engine.generate(request).images[0]
-        ok = prompt.check(analyze(image))
+        analysis = analyze(image)
+        ok = prompt.check(analysis)
         rows.append((prompt, ok))
+        attributes.append(prompt.attributes(analysis))
         if keep_images:
             images.append(image)
         if progress:
             progress(i + 1, len(suite), prompt, ok)
     report = score(rows)
+    report["attributes"] = attribute_rates(attributes)
     report.update(
         model=settings.model or "builtin",
         steps=settings.steps,
@@ -96,6 +100,15 @@ def score(rows: list[tuple[EvalPrompt, bool]]) -> dict:
     return report
 
 
+def attribute_rates(attributes: list[dict[str, bool]]) -> dict[str, float]:
+    """Per attribute kind, the fraction of prompts naming it whose image gets it right."""
+    seen: dict[str, list[bool]] = defaultdict(list)
+    for row in attributes:
+        for name, ok in row.items():
+            seen[name].append(ok)
+    return {name: _mean(oks) for name, oks in seen.items()}
+
+
 def format_table(report: dict) -> str:
     def pct(v):
         return "  -  " if v is None else f"{100 * v:5.1f}"
@@ -107,4 +120,7 @@ def format_table(report: dict) -> str:
         f"{'overall':<18} {pct(report['overall'])} {pct(report['overall_seen'])} {pct(report['overall_heldout'])} "
         f"{pct(report['overall_en'])} {pct(report['overall_ja'])} {report.get('n_images', ''):>4}"
     )
+    if report.get("attributes"):
+        parts = ", ".join(f"{name} {pct(v).strip()}" for name, v in report["attributes"].items())
+        lines.append(f"attributes (partial credit, %): {parts}")
     return "\n".join(lines)

@@ -65,6 +65,25 @@ class EvalPrompt:
                 return False
         return True
 
+    def attributes(self, analysis) -> dict[str, bool]:
+        """Partial credit: each kind of attribute the prompt names, checked on its own (a model can
+        get colours right long before whole prompts). Keys: background, shape, and where the prompt
+        names them color, position, count, style."""
+        found = analysis.objects
+        out = {
+            "background": analysis.background == self.background,
+            "shape": all(any(o.shape == s.shape for o in found) for s in self.objects),
+        }
+        if any(s.color for s in self.objects):
+            out["color"] = all(any(o.color == s.color for o in found) for s in self.objects if s.color)
+        if any(s.position for s in self.objects):
+            out["position"] = all(any(o.position == s.position for o in found) for s in self.objects if s.position)
+        if self.category == "counting":
+            out["count"] = all(sum(o.shape == s.shape for o in found) == s.count for s in self.objects)
+        if self.artist is not None:
+            out["style"] = analysis.artist == self.artist
+        return out
+
 
 def _en_object(o: ObjectSpec) -> str:
     noun = o.shape if o.count == 1 else SHAPE_PLURAL[o.shape]

@@ -1,11 +1,13 @@
 """The eval suite: fixed, bilingual, checks what prompts ask for; `evaluate` scores any engine model."""
 
-from egaku.eval.run import EvalSettings, evaluate, score
+from egaku.eval.run import EvalSettings, evaluate, format_table, score
 from egaku.eval.suite import CATEGORIES, build_suite
 from egaku.world.analyze import analyze
 from egaku.world.render import render
 from egaku.world.scene import Scene, WorldObject
-from egaku.world.vocab import HELDOUT_COLOR_SHAPE, HELDOUT_STYLE_SHAPE, STYLE_BY_ARTIST
+from egaku.world.vocab import (
+    COLOR_BY_NAME, COLORS, HELDOUT_COLOR_SHAPE, HELDOUT_STYLE_SHAPE, STYLE_BY_ARTIST, contrasts,
+)
 
 
 def test_suite_is_fixed_bilingual_and_covers_every_category():
@@ -38,8 +40,13 @@ def test_check_accepts_a_render_of_the_prompt_and_rejects_a_wrong_one():
             continue
         right = Scene(p.background, objs, p.artist)
         assert p.check(analyze(render(right))), p.text
+        assert all(p.attributes(analyze(render(right))).values()), p.text
         wrong = Scene(p.background, objs[1:], p.artist)  # one object missing
         assert not p.check(analyze(render(wrong))), p.text
+        other = next(c.name for c in COLORS if c.name != p.background
+                     and all(contrasts(COLOR_BY_NAME[o.color], c) for o in objs))
+        attrs = p.attributes(analyze(render(Scene(other, objs, p.artist))))  # only the background wrong
+        assert not attrs["background"] and all(v for k, v in attrs.items() if k != "background"), (p.text, attrs)
         checked += 1
         positions = iter(["left", "top right", "bottom", "center", "bottom left", "top"])
         if checked >= 12:
@@ -67,3 +74,6 @@ def test_evaluate_runs_end_to_end_on_a_tiny_model():
     for key in ("overall_seen", "overall_en", "overall_ja"):
         assert 0.0 <= report[key] <= 1.0
     assert report["overall_seen"] == 0.0  # random weights draw nothing the prompts ask for
+    assert {"background", "shape"} <= set(report["attributes"])
+    assert all(0.0 <= v <= 1.0 for v in report["attributes"].values())
+    assert "attributes (partial credit, %)" in format_table(report)
