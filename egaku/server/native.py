@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from egaku.jobs.types import JobSpec, JobStatus, Principal
+from egaku.jobs.validate import UNIT_PIXELS_STEPS
 from egaku.server import loras as wire_loras
 from egaku.server.auth import (
     api_key_scheme, bearer_scheme, get_principal, get_principal_or_query_key, get_service, get_settings,
@@ -23,7 +24,6 @@ from egaku.server.views import (
     job_json,
 )
 
-UNIT = 128 * 128 * 20  # one built-in 128x128 image at 20 steps = 1 credit
 FORMULA = "credits = max(1, ceil(width * height * steps * n / (128 * 128 * 20)))"
 
 _ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 402, 404, 413, 422, 429)}
@@ -62,7 +62,7 @@ def account(user: User, service: Service):
 
 @router.get("/pricing", summary="The published credit formula", response_model=PricingOut)
 def pricing():
-    return {"formula": FORMULA, "unit_pixels_steps": UNIT}
+    return {"formula": FORMULA, "unit_pixels_steps": UNIT_PIXELS_STEPS}
 
 
 @router.post("/cost", summary="Credits a request would cost (nothing is run or held)", response_model=CostOut)
