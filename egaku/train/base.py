@@ -5,9 +5,13 @@
 Phases, each checkpointed so an interrupted run resumes where it stopped:
 1. the VAE (AutoencoderKL, factor 8) on rendered scenes (L1 + MSE + a tiny KL term, as LDM);
 2. a pool of scenes encoded to latents once (the VAE is frozen from here on);
-3. the CLIP text encoder and the UNet together on the noise-prediction loss with Min-SNR-5
-   weighting (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy"),
-   10% empty captions for classifier-free guidance, an EMA of the weights for sampling;
+3. the CLIP text encoder and the UNet together on the denoising loss with Min-SNR-5 weighting
+   (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy"), 10% empty
+   captions for classifier-free guidance, an EMA of the weights for sampling. The noise schedule
+   and prediction type are the model's own scheduler_config: the built-in model uses v-prediction
+   with zero terminal SNR (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are
+   Flawed"), because with SD's schedule the last timestep still leaks the image's mean colour, and
+   on 16x16 latents the model learned to take the background from the noise instead of the prompt;
 4. export: the EMA weights in fp16 as a diffusers folder (the same layout as any SD 1.x model).
 """
 
@@ -24,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from egaku.train.data import fitting_caption, render_batch, tokenize
+from egaku.train.objective import diffusion_target, min_snr_weights
 from egaku.world.scene import scene_from_dict
 
 BUILTIN_CONFIG_DIR = Path(__file__).resolve().parent.parent / "models" / "builtin"
@@ -182,13 +187,6 @@ def build_pool(vae, cfg: BaseTrainConfig, out: Path) -> dict:
     return {"scenes": scenes, "latents": lat, "scaling_factor": scale}
 
 
-def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Per-sample loss weights min(SNR, gamma) / SNR for epsilon prediction (Min-SNR-gamma)."""
-    ac = scheduler.alphas_cumprod[timesteps]
-    snr = ac / (1 - ac)
-    return torch.clamp(snr, max=gamma) / snr
-
-
 def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, deadline: float, on_sample=None,
                sample_modules: dict | None = None):
     """Phase 3: text encoder + UNet on the latent pool. Returns the EMA state dicts."""
@@ -234,7 +232,8 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
             g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
         cond = te(ids).last_hidden_state  # (B, 77, D)
         pred = unet(xt, t, cond).sample  # (B, 4, 16, 16)
-        per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        target = diffusion_target(noise_sched, x0, noise, t)
+        per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
         loss = (per_sample * min_snr_weights(noise_sched, t, cfg.min_snr_gamma)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -283,7 +282,7 @@ def fixed_batch_loss(unet, te, tok, sched_cfg, pool, n: int = 16, seed: int = 12
     noise = torch.randn(x0.shape, generator=gen)
     t = torch.randint(0, noise_sched.config.num_train_timesteps, (n,), generator=gen)
     pred = unet(noise_sched.add_noise(x0, noise, t), t, te(ids).last_hidden_state).sample
-    return float(F.mse_loss(pred, noise))
+    return float(F.mse_loss(pred, diffusion_target(noise_sched, x0, noise, t)))
 
 
 def export_builtin(vae, unet, te, ema, scaling_factor: float, cfg: BaseTrainConfig, dest: Path, info: dict) -> None:

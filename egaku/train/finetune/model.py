@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from egaku.models.bundle import ModelBundle, ModelFamily
 from egaku.train.data import tokenize
+from egaku.train.objective import diffusion_target, min_snr_weights
 
 
 def encode_prompts(bundle: ModelBundle, captions: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -73,20 +74,12 @@ def denoising_loss(
     t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator)
     noise, t_dev = noise.to(device), t.to(device)
     noisy = scheduler.add_noise(latents, noise, t_dev)  # (B, 4, h, w)
-    if scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, t_dev)
-    else:
-        target = noise
+    target = diffusion_target(scheduler, latents, noise, t_dev)
     added = {"text_embeds": pooled, "time_ids": added_time_ids} if pooled is not None else None
     pred = bundle.unet(noisy, t_dev, encoder_hidden_states=cond, added_cond_kwargs=added).sample  # (B, 4, h, w)
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
     if min_snr_gamma:
-        ac = scheduler.alphas_cumprod.to(device)[t_dev]
-        snr = ac / (1 - ac)
-        weight = torch.clamp(snr, max=min_snr_gamma) / snr
-        if scheduler.config.prediction_type == "v_prediction":
-            weight = torch.clamp(snr, max=min_snr_gamma) / (snr + 1)
-        per_sample = per_sample * weight
+        per_sample = per_sample * min_snr_weights(scheduler, t_dev, min_snr_gamma)
     return per_sample.mean()
 
 
@@ -108,7 +101,7 @@ def fixed_loss(bundle: ModelBundle, scheduler, examples, latents: list[torch.Ten
         for t in FIXED_TIMESTEPS:
             noise = torch.randn(x0.shape, generator=gen).to(device)
             tt = torch.tensor([t], device=device)
-            target = scheduler.get_velocity(x0, noise, tt) if scheduler.config.prediction_type == "v_prediction" else noise
+            target = diffusion_target(scheduler, x0, noise, tt)
             pred = bundle.unet(scheduler.add_noise(x0, noise, tt), tt, encoder_hidden_states=cond,
                                added_cond_kwargs=added).sample
             total += float(F.mse_loss(pred.float(), target.float()))
