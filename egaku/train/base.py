@@ -3,7 +3,8 @@
     egaku train base --out runs/base --minutes 120        # resumable: run the same command again
 
 Phases, each checkpointed so an interrupted run resumes where it stopped:
-1. the VAE (AutoencoderKL, factor 8) on rendered scenes (L1 + MSE + a tiny KL term, as LDM);
+1. the VAE (AutoencoderKL, factor 8) on rendered scenes (L1 + MSE + a tiny KL term, as LDM), then
+   optionally its decoder alone on the frozen encoder's latents (`egaku.train.vae`);
 2. a pool of scenes encoded to latents once (the VAE is frozen from here on);
 3. the CLIP text encoder and the UNet together on the denoising loss with Min-SNR-5 weighting
    (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy"), 10% empty
@@ -29,6 +30,8 @@ import torch.nn.functional as F
 
 from egaku.train.data import fitting_caption, render_batch, tokenize
 from egaku.train.objective import diffusion_target, min_snr_weights
+from egaku.train.run_io import log_line, progress_bar, rng_from_list, rng_to_list, save_checkpoint
+from egaku.train.vae import train_decoder, train_vae
 from egaku.world.scene import scene_from_dict
 
 BUILTIN_CONFIG_DIR = Path(__file__).resolve().parent.parent / "models" / "builtin"
@@ -45,6 +48,9 @@ class BaseTrainConfig:
     vae_crop: int = 128
     vae_lr: float = 4e-4
     vae_object_weight: float = 10.0  # extra loss weight on object pixels
+    decoder_steps: int = 0  # then the decoder alone on the frozen encoder's latents (0: skip)
+    decoder_lr: float = 2e-4
+    decoder_latent_noise: float = 0.05  # Gaussian noise on its input latents, times their std
     pool_size: int = 24000  # scenes encoded once and reused with fresh captions
     batch: int = 32
     lr: float = 4e-4
@@ -73,93 +79,6 @@ def _load_components(cfg: BaseTrainConfig):
     return vae, unet, te, tok, sched
 
 
-def _save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
-def _log(out: Path, **fields) -> None:
-    with open(out / "log.jsonl", "a") as f:
-        f.write(json.dumps(fields) + "\n")
-    from tqdm import tqdm
-
-    tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()))
-
-
-def _bar(phase: str, total: int | None, initial: int):
-    """A progress bar with ETA on a terminal (tqdm turns itself off when stderr is not one)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=phase, unit="step", disable=None, dynamic_ncols=True)
-
-
-def train_vae(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool:
-    """Phase 1. Returns True when the VAE is fully trained."""
-    ck = out / "vae.pt"
-    state = torch.load(ck, weights_only=True) if ck.exists() else None
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    step = 0
-    rng = random.Random(cfg.seed)
-    if state:
-        vae.load_state_dict(state["model"])
-        step = state["step"]
-        if step >= cfg.vae_steps:  # raise vae_steps to train the VAE further
-            return True
-        opt.load_state_dict(state["opt"])
-        rng.setstate(_tuple_state(state["rng"]))
-        torch.set_rng_state(state["torch_rng"])
-    vae.train()
-    last_ck = time.time()
-    bar = _bar("vae", cfg.vae_steps, step)
-    while step < cfg.vae_steps and time.time() < deadline:
-        _, x = render_batch(rng, cfg.vae_batch)  # (B, 3, 128, 128)
-        ox, oy = rng.randrange(0, 128 - cfg.vae_crop + 1, 8), rng.randrange(0, 128 - cfg.vae_crop + 1, 8)
-        x = x[:, :, oy : oy + cfg.vae_crop, ox : ox + cfg.vae_crop]
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
-        # Objects cover a small part of each image: weight their pixels up, or the VAE learns the
-        # background and blurs the shapes away.
-        weight = 1.0 + cfg.vae_object_weight * foreground_mask(x)  # (B, 1, H, W)
-        err = (rec - x).abs() + (rec - x) ** 2  # (B, 3, H, W): L1 + MSE
-        rec_loss = (err * weight).mean() / weight.mean()
-        loss = rec_loss + 1e-6 * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % 50 == 0:
-            _log(out, phase="vae", step=step, loss=float(rec_loss.detach()))
-        if time.time() - last_ck > cfg.checkpoint_minutes * 60:
-            _save(_vae_state(vae, opt, step, rng, False), ck)
-            last_ck = time.time()
-    bar.close()
-    done = step >= cfg.vae_steps
-    _save(_vae_state(vae, opt, step, rng, done), ck)
-    vae.eval()
-    return done
-
-
-def foreground_mask(x: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) 1 where a pixel differs from its image's background (the per-image median colour)."""
-    bg = x.flatten(2).median(dim=2).values[..., None, None]  # (B, 3, 1, 1)
-    return ((x - bg).abs().sum(dim=1, keepdim=True) > 0.15).float()
-
-
-def _vae_state(vae, opt, step, rng, done):
-    return {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": _list_state(rng.getstate()),
-            "torch_rng": torch.get_rng_state(), "done": done}
-
-
-def _list_state(st):
-    return [st[0], list(st[1]), st[2]]
-
-
-def _tuple_state(st):
-    return (st[0], tuple(st[1]), st[2])
-
-
 @torch.no_grad()
 def build_pool(vae, cfg: BaseTrainConfig, out: Path) -> dict:
     """Phase 2: render `pool_size` scenes and encode them (posterior mean) once."""
@@ -177,13 +96,13 @@ def build_pool(vae, cfg: BaseTrainConfig, out: Path) -> dict:
         latents.append(vae.encode(x).latent_dist.mean.half())  # (B, 4, 16, 16)
         scenes.extend(batch_scenes)
         if start % 2048 == 0:
-            _log(out, phase="pool", encoded=start)
+            log_line(out, phase="pool", encoded=start)
     lat = torch.cat(latents)
     scale = float(1.0 / lat.float().std())
     tmp = scenes_path.with_suffix(".tmp")
     tmp.write_text(json.dumps([asdict(sc) for sc in scenes]))
     tmp.replace(scenes_path)
-    _save({"latents": lat, "scaling_factor": scale, "vae_step": vae_step}, path)
+    save_checkpoint({"latents": lat, "scaling_factor": scale, "vae_step": vae_step}, path)
     return {"scenes": scenes, "latents": lat, "scaling_factor": scale}
 
 
@@ -207,7 +126,7 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
         ema = state["ema"]
         opt.load_state_dict(state["opt"])
         step = state["step"]
-        rng.setstate(_tuple_state(state["rng"]))
+        rng.setstate(rng_from_list(state["rng"]))
         torch.set_rng_state(state["torch_rng"])
     scale = pool["scaling_factor"]
     latents_all, scenes = pool["latents"], pool["scenes"]
@@ -216,10 +135,10 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
     last_ck, t_last, losses = time.time(), time.time(), []
 
     def checkpoint():
-        _save({"unet": unet.state_dict(), "te": te.state_dict(), "ema": ema, "opt": opt.state_dict(), "step": step,
-               "rng": _list_state(rng.getstate()), "torch_rng": torch.get_rng_state()}, ck)
+        save_checkpoint({"unet": unet.state_dict(), "te": te.state_dict(), "ema": ema, "opt": opt.state_dict(), "step": step,
+               "rng": rng_to_list(rng.getstate()), "torch_rng": torch.get_rng_state()}, ck)
 
-    bar = _bar("unet", cfg.max_steps if cfg.max_steps < 1_000_000 else None, step)
+    bar = progress_bar("unet", cfg.max_steps if cfg.max_steps < 1_000_000 else None, step)
     while step < cfg.max_steps and time.time() < deadline:
         idx = [rng.randrange(len(scenes)) for _ in range(cfg.batch)]
         x0 = latents_all[idx].float() * scale  # (B, 4, 16, 16)
@@ -253,7 +172,7 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
                         ema[name][k].copy_(v)
         if step % 25 == 0:
             now = time.time()
-            _log(out, phase="unet", step=step, loss=sum(losses) / len(losses), s_per_step=(now - t_last) / 25)
+            log_line(out, phase="unet", step=step, loss=sum(losses) / len(losses), s_per_step=(now - t_last) / 25)
             losses, t_last = [], now
         if time.time() - last_ck > cfg.checkpoint_minutes * 60:
             checkpoint()
@@ -326,7 +245,7 @@ def _init_from(src: Path, cfg: BaseTrainConfig, out: Path, vae, unet, te) -> Non
     vae.load_state_dict(weights("vae"))
     unet.load_state_dict(weights("unet"))
     te.load_state_dict(weights("text_encoder"))
-    _save({"model": vae.state_dict(), "step": cfg.vae_steps, "done": True}, out / "vae.pt")
+    save_checkpoint({"model": vae.state_dict(), "step": cfg.vae_steps, "done": True}, out / "vae.pt")
 
 
 def train_base(cfg: BaseTrainConfig, out: str | Path, export_to: str | Path | None = None, on_sample=None) -> dict:
@@ -341,11 +260,14 @@ def train_base(cfg: BaseTrainConfig, out: str | Path, export_to: str | Path | No
         _init_from(Path(cfg.init_from), cfg, out, vae, unet, te)
     if not train_vae(vae, cfg, out, deadline):
         return {"phase": "vae", "done": False}
+    if not train_decoder(vae, cfg, out, deadline):
+        return {"phase": "decoder", "done": False}
     vae.requires_grad_(False)
     pool = build_pool(vae, cfg, out)
     sample_modules = {"vae": vae, "tokenizer": tok, "scheduler_config": sched_cfg, "scaling_factor": pool["scaling_factor"]}
     ema, step = train_unet(unet, te, tok, sched_cfg, pool, cfg, out, deadline, on_sample, sample_modules)
-    info = {"unet_steps": step, "batch": cfg.batch, "vae_steps": cfg.vae_steps, "pool_size": cfg.pool_size,
+    info = {"unet_steps": step, "batch": cfg.batch, "vae_steps": cfg.vae_steps, "decoder_steps": cfg.decoder_steps,
+            "pool_size": cfg.pool_size,
             "scaling_factor": pool["scaling_factor"], "seed": cfg.seed, "init_from": cfg.init_from}
     if export_to:
         export_builtin(vae, unet, te, ema, pool["scaling_factor"], cfg, Path(export_to), info)

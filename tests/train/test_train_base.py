@@ -90,3 +90,24 @@ def test_a_new_run_can_start_from_an_exported_model(tiny_config, tmp_path):
     va = load_file(next((first / "vae").glob("*.safetensors")))
     vb = load_file(next((tmp_path / "second" / "vae").glob("*.safetensors")))
     assert all(torch.equal(va[k], vb[k]) for k in va)
+
+
+def test_decoder_fine_tune_moves_only_the_decoder(tiny_config, tmp_path):
+    """`--decoder-steps`: only the decoder moves, so latents (and a UNet trained on them) stay valid.
+    (Whether it helps is measured on the real model: docs/builtin-model.md, v2.)"""
+    run = tmp_path / "run"
+    train_base(_cfg(tiny_config, max_steps=0), run)
+    vae, *_ = _load_components(_cfg(tiny_config))
+    vae.load_state_dict(torch.load(run / "vae.pt", weights_only=True)["model"])
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    pool_before = torch.load(run / "pool.pt", weights_only=True)["latents"]
+    train_base(_cfg(tiny_config, decoder_steps=3, max_steps=0), run)
+    state = torch.load(run / "decoder.pt", weights_only=True)
+    assert state["step"] == 3 and state["done"]
+    assert state["decoder"].keys() == {k for k in before if k.startswith(("decoder.", "post_quant_conv."))}
+    assert any(not torch.equal(v, before[k]) for k, v in state["decoder"].items())
+    vae.load_state_dict(state["decoder"], strict=False)
+    for k, v in vae.state_dict().items():  # the encoder side is bit-identical
+        if not k.startswith(("decoder.", "post_quant_conv.")):
+            assert torch.equal(v, before[k]), k
+    assert torch.equal(torch.load(run / "pool.pt", weights_only=True)["latents"], pool_before)  # pool kept

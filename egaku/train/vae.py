@@ -1,0 +1,139 @@
+"""The VAE phases of `egaku train base`: the whole AutoencoderKL on rendered scenes (L1 + MSE + a
+tiny KL term, as LDM), then optionally the decoder alone on the frozen encoder's latents."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from egaku.train.data import render_batch
+from egaku.train.run_io import log_line, progress_bar, rng_from_list, rng_to_list, save_checkpoint
+
+if TYPE_CHECKING:
+    from egaku.train.base import BaseTrainConfig
+
+
+def train_vae(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool:
+    """Phase 1. Returns True when the VAE is fully trained."""
+    ck = out / "vae.pt"
+    state = torch.load(ck, weights_only=True) if ck.exists() else None
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    step = 0
+    rng = random.Random(cfg.seed)
+    if state:
+        vae.load_state_dict(state["model"])
+        step = state["step"]
+        if step >= cfg.vae_steps:  # raise vae_steps to train the VAE further
+            return True
+        opt.load_state_dict(state["opt"])
+        rng.setstate(rng_from_list(state["rng"]))
+        torch.set_rng_state(state["torch_rng"])
+    vae.train()
+    last_ck = time.time()
+    bar = progress_bar("vae", cfg.vae_steps, step)
+    while step < cfg.vae_steps and time.time() < deadline:
+        _, x = render_batch(rng, cfg.vae_batch)  # (B, 3, 128, 128)
+        ox, oy = rng.randrange(0, 128 - cfg.vae_crop + 1, 8), rng.randrange(0, 128 - cfg.vae_crop + 1, 8)
+        x = x[:, :, oy : oy + cfg.vae_crop, ox : ox + cfg.vae_crop]
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        rec_loss = reconstruction_loss(rec, x, cfg.vae_object_weight)
+        loss = rec_loss + 1e-6 * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % 50 == 0:
+            log_line(out, phase="vae", step=step, loss=float(rec_loss.detach()))
+        if time.time() - last_ck > cfg.checkpoint_minutes * 60:
+            save_checkpoint(_vae_state(vae, opt, step, rng, False), ck)
+            last_ck = time.time()
+    bar.close()
+    done = step >= cfg.vae_steps
+    save_checkpoint(_vae_state(vae, opt, step, rng, done), ck)
+    vae.eval()
+    return done
+
+
+def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, object_weight: float) -> torch.Tensor:
+    """L1 + MSE with object pixels weighted (1 + object_weight)x: objects cover a small part of each
+    image, and unweighted the VAE learns the background and blurs the shapes away."""
+    weight = 1.0 + object_weight * foreground_mask(x)  # (B, 1, H, W)
+    err = (rec - x).abs() + (rec - x) ** 2  # (B, 3, H, W)
+    return (err * weight).mean() / weight.mean()
+
+
+def train_decoder(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool:
+    """Phase 1b: fine-tune the decoder alone on the frozen encoder's latents, as Stability's
+    sd-vae-ft-mse did for SD's VAE. The latent space does not move, so the latent pool and a UNet
+    trained on it stay valid: sharper shapes without retraining the UNet. The latents get a little
+    Gaussian noise (`decoder_latent_noise` x their std), since the UNet's latents are never exact.
+    Returns True when done (`decoder_steps` reached; 0 skips the phase)."""
+    ck = out / "decoder.pt"
+    state = torch.load(ck, weights_only=True) if ck.exists() else None
+    vae_step = torch.load(out / "vae.pt", weights_only=True)["step"]
+    if state and state["vae_step"] != vae_step:  # the VAE trained on since: fine-tune its decoder anew
+        state = None
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.decoder_lr, weight_decay=0.0)
+    step = 0
+    rng = random.Random(cfg.seed + 3)
+    if state:
+        vae.load_state_dict(state["decoder"], strict=False)
+        step = state["step"]
+        if step >= cfg.decoder_steps:  # raise decoder_steps to fine-tune further
+            return True
+        opt.load_state_dict(state["opt"])
+        rng.setstate(rng_from_list(state["rng"]))
+        torch.set_rng_state(state["torch_rng"])
+    if step >= cfg.decoder_steps:
+        return True
+    vae.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    vae.train()
+
+    def checkpoint(done: bool):
+        decoder = {k: v for k, v in vae.state_dict().items() if k.startswith(("decoder.", "post_quant_conv."))}
+        save_checkpoint({"decoder": decoder, "opt": opt.state_dict(), "step": step, "vae_step": vae_step,
+                         "rng": rng_to_list(rng.getstate()), "torch_rng": torch.get_rng_state(), "done": done}, ck)
+
+    last_ck = time.time()
+    bar = progress_bar("decoder", cfg.decoder_steps, step)
+    while step < cfg.decoder_steps and time.time() < deadline:
+        _, x = render_batch(rng, cfg.vae_batch)  # (B, 3, 128, 128)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mean  # (B, 4, 16, 16)
+            z = z + cfg.decoder_latent_noise * z.std() * torch.randn_like(z)
+        loss = reconstruction_loss(vae.decode(z).sample, x, cfg.vae_object_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % 50 == 0:
+            log_line(out, phase="decoder", step=step, loss=float(loss.detach()))
+        if time.time() - last_ck > cfg.checkpoint_minutes * 60:
+            checkpoint(False)
+            last_ck = time.time()
+    bar.close()
+    checkpoint(step >= cfg.decoder_steps)
+    vae.eval()
+    vae.requires_grad_(False)
+    return step >= cfg.decoder_steps
+
+
+def foreground_mask(x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) 1 where a pixel differs from its image's background (the per-image median colour)."""
+    bg = x.flatten(2).median(dim=2).values[..., None, None]  # (B, 3, 1, 1)
+    return ((x - bg).abs().sum(dim=1, keepdim=True) > 0.15).float()
+
+
+def _vae_state(vae, opt, step, rng, done):
+    return {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng_to_list(rng.getstate()),
+            "torch_rng": torch.get_rng_state(), "done": done}
