@@ -82,12 +82,7 @@ def blueness(pixels: np.ndarray) -> float:
 
 def test_generated_image_shows_the_prompted_colour(studio_page, engine):
     """The pixels the page shows hold a red object for "a red circle ...", as the shapes-world analyzer reads
-    them; and the dominant colour of "..., blue background" is blue.
-
-    The background half is enforced once the built-in model follows background colours: if the engine draws
-    the same colours for a blue and a yellow background at this seed, the model (not the studio) is what
-    fails, and the test says so (xfail).
-    """
+    them; and the dominant colour of "..., blue background" is blue, unlike the same seed with "yellow"."""
     from egaku.world.analyze import analyze
 
     page = studio_page
@@ -102,10 +97,8 @@ def test_generated_image_shows_the_prompted_colour(studio_page, engine):
     assert "red" in colours, f"no red object in the image the page shows (objects: {colours})"
     request = GenerationRequest(PROMPT.replace("blue", "yellow"), seed=4242, steps=20, sampler="Euler a")
     control = np.asarray(engine.generate(request).images[0].convert("RGB"))
-    if abs(blueness(shown) - blueness(control)) < 20:
-        pytest.xfail(f"the built-in model ignores the background colour in prompts (blueness {blueness(shown):.0f} "
-                     f"for blue vs {blueness(control):.0f} for yellow); see README, 'Where the built-in model stands'")
     assert blueness(shown) > 0, f"dominant colour is not blue-ish: {shown.reshape(-1, 3).mean(axis=0)}"
+    assert blueness(shown) - blueness(control) > 20, (blueness(shown), blueness(control))
 
 
 def test_reuse_settings_fills_the_form(studio_page, studio):
