@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--token", default="zqxconcept", help="the embedding's word (method embedding)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any FinetuneConfig setting (JSON value)")
     ap.add_argument("--skip-suite", action="store_true", help="skip the standard eval suite (the slow part)")
+    ap.add_argument("--base-score", type=float, metavar="X",
+                    help="the base model's eval overall, already measured (`egaku eval --json`): not run again")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -68,7 +70,9 @@ def main() -> None:
 
     engine = Engine()
     before = concept_score(engine, args.concept, n=args.eval_images, token=None)
-    suite_before = None if args.skip_suite else evaluate(EvalSettings(), engine)["overall"]
+    suite_before = None if args.skip_suite else args.base_score
+    if suite_before is None and not args.skip_suite:
+        suite_before = evaluate(EvalSettings(), engine)["overall"]
 
     t = time.time()
     result = train(cfg, out, report=print)

@@ -33,39 +33,22 @@ def train_vae(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool:
         rng.setstate(rng_from_list(state["rng"]))
         torch.set_rng_state(state["torch_rng"])
     vae.train()
-    last_ck = time.time()
-    bar = progress_bar("vae", cfg.vae_steps, step)
-    while step < cfg.vae_steps and time.time() < deadline:
+
+    def loss_of_batch() -> torch.Tensor:
         _, x = render_batch(rng, cfg.vae_batch)  # (B, 3, 128, 128)
         ox, oy = rng.randrange(0, 128 - cfg.vae_crop + 1, 8), rng.randrange(0, 128 - cfg.vae_crop + 1, 8)
         x = x[:, :, oy : oy + cfg.vae_crop, ox : ox + cfg.vae_crop]
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
-        rec_loss = reconstruction_loss(rec, x, cfg.vae_object_weight)
-        loss = rec_loss + 1e-6 * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % 50 == 0:
-            log_line(out, phase="vae", step=step, loss=float(rec_loss.detach()))
-        if time.time() - last_ck > cfg.checkpoint_minutes * 60:
-            save_checkpoint(_vae_state(vae, opt, step, rng, False), ck)
-            last_ck = time.time()
-    bar.close()
-    done = step >= cfg.vae_steps
-    save_checkpoint(_vae_state(vae, opt, step, rng, done), ck)
+        return reconstruction_loss(rec, x, cfg.vae_object_weight) + 1e-6 * post.kl().mean()
+
+    def checkpoint(step: int, done: bool) -> None:
+        save_checkpoint({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
+                         "rng": rng_to_list(rng.getstate()), "torch_rng": torch.get_rng_state(), "done": done}, ck)
+
+    step = _optimise("vae", loss_of_batch, opt, step, cfg.vae_steps, checkpoint, out, cfg, deadline)
     vae.eval()
-    return done
-
-
-def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, object_weight: float) -> torch.Tensor:
-    """L1 + MSE with object pixels weighted (1 + object_weight)x: objects cover a small part of each
-    image, and unweighted the VAE learns the background and blurs the shapes away."""
-    weight = 1.0 + object_weight * foreground_mask(x)  # (B, 1, H, W)
-    err = (rec - x).abs() + (rec - x) ** 2  # (B, 3, H, W)
-    return (err * weight).mean() / weight.mean()
+    return step >= cfg.vae_steps
 
 
 def train_decoder(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool:
@@ -98,42 +81,56 @@ def train_decoder(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool
         p.requires_grad_(True)
     vae.train()
 
-    def checkpoint(done: bool):
-        decoder = {k: v for k, v in vae.state_dict().items() if k.startswith(("decoder.", "post_quant_conv."))}
-        save_checkpoint({"decoder": decoder, "opt": opt.state_dict(), "step": step, "vae_step": vae_step,
-                         "rng": rng_to_list(rng.getstate()), "torch_rng": torch.get_rng_state(), "done": done}, ck)
-
-    last_ck = time.time()
-    bar = progress_bar("decoder", cfg.decoder_steps, step)
-    while step < cfg.decoder_steps and time.time() < deadline:
+    def loss_of_batch() -> torch.Tensor:
         _, x = render_batch(rng, cfg.vae_batch)  # (B, 3, 128, 128)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mean  # (B, 4, 16, 16)
             z = z + cfg.decoder_latent_noise * z.std() * torch.randn_like(z)
-        loss = reconstruction_loss(vae.decode(z).sample, x, cfg.vae_object_weight)
+        return reconstruction_loss(vae.decode(z).sample, x, cfg.vae_object_weight)
+
+    def checkpoint(step: int, done: bool) -> None:
+        decoder = {k: v for k, v in vae.state_dict().items() if k.startswith(("decoder.", "post_quant_conv."))}
+        save_checkpoint({"decoder": decoder, "opt": opt.state_dict(), "step": step, "vae_step": vae_step,
+                         "rng": rng_to_list(rng.getstate()), "torch_rng": torch.get_rng_state(), "done": done}, ck)
+
+    step = _optimise("decoder", loss_of_batch, opt, step, cfg.decoder_steps, checkpoint, out, cfg, deadline)
+    vae.eval()
+    vae.requires_grad_(False)
+    return step >= cfg.decoder_steps
+
+
+def _optimise(phase: str, loss_of_batch, opt, step: int, total: int, checkpoint, out: Path, cfg: BaseTrainConfig,
+              deadline: float) -> int:
+    """The loop both VAE phases share: optimise until `total` steps or the deadline, log every 50
+    steps, checkpoint every `cfg.checkpoint_minutes` and at the end. Returns the step reached."""
+    last_ck = time.time()
+    bar = progress_bar(phase, total, step)
+    while step < total and time.time() < deadline:
+        loss = loss_of_batch()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step += 1
         bar.update(1)
         if step % 50 == 0:
-            log_line(out, phase="decoder", step=step, loss=float(loss.detach()))
+            log_line(out, phase=phase, step=step, loss=float(loss.detach()))
         if time.time() - last_ck > cfg.checkpoint_minutes * 60:
-            checkpoint(False)
+            checkpoint(step, False)
             last_ck = time.time()
     bar.close()
-    checkpoint(step >= cfg.decoder_steps)
-    vae.eval()
-    vae.requires_grad_(False)
-    return step >= cfg.decoder_steps
+    checkpoint(step, step >= total)
+    return step
+
+
+def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, object_weight: float) -> torch.Tensor:
+    """L1 + MSE with object pixels weighted (1 + object_weight)x: objects cover a small part of each
+    image, and unweighted the VAE learns the background and blurs the shapes away."""
+    weight = 1.0 + object_weight * foreground_mask(x)  # (B, 1, H, W)
+    err = (rec - x).abs() + (rec - x) ** 2  # (B, 3, H, W)
+    return (err * weight).mean() / weight.mean()
 
 
 def foreground_mask(x: torch.Tensor) -> torch.Tensor:
     """(B, 1, H, W) 1 where a pixel differs from its image's background (the per-image median colour)."""
     bg = x.flatten(2).median(dim=2).values[..., None, None]  # (B, 3, 1, 1)
     return ((x - bg).abs().sum(dim=1, keepdim=True) > 0.15).float()
-
-
-def _vae_state(vae, opt, step, rng, done):
-    return {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng_to_list(rng.getstate()),
-            "torch_rng": torch.get_rng_state(), "done": done}
