@@ -19,7 +19,6 @@ Phases, each checkpointed so an interrupted run resumes where it stopped:
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import asdict, dataclass
