@@ -70,8 +70,11 @@ def main() -> None:
 
     engine = Engine()
     before = concept_score(engine, args.concept, n=args.eval_images, token=None)
-    suite_before = None if args.skip_suite else args.base_score
-    if suite_before is None and not args.skip_suite:
+    if args.skip_suite:
+        suite_before = None
+    elif args.base_score is not None:
+        suite_before = args.base_score
+    else:
         suite_before = evaluate(EvalSettings(), engine)["overall"]
 
     t = time.time()

@@ -69,12 +69,10 @@ def train_decoder(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool
     if state:
         vae.load_state_dict(state["decoder"], strict=False)
         step = state["step"]
-        if step >= cfg.decoder_steps:  # raise decoder_steps to fine-tune further
-            return True
         opt.load_state_dict(state["opt"])
         rng.setstate(rng_from_list(state["rng"]))
         torch.set_rng_state(state["torch_rng"])
-    if step >= cfg.decoder_steps:
+    if step >= cfg.decoder_steps:  # done, or skipped (0); raise decoder_steps to fine-tune further
         return True
     vae.requires_grad_(False)
     for p in params:
