@@ -64,6 +64,22 @@ def test_lora_trains_writes_kohya_and_round_trips(small, tiny_model_file, tmp_pa
     assert not torch.allclose(a, unet_out(load_model(base))[0], atol=1e-3)  # and the LoRA does something
 
 
+def test_conv_lora_adapts_resnet_convs_and_round_trips(small, tiny_model_file, tmp_path):
+    """kohya's LoRA-C3Lier layout: 3x3 conv layers as (r, in, 3, 3) down and (out, r, 1, 1) up."""
+    base = tiny_model_file("sd1")
+    result = train(small("lora", base=str(base), steps=3, lr=1e-2, lora_targets="conv"), tmp_path / "c",
+                   report=lambda s: None)
+    lora = read_lora(result.output)
+    conv = lora.layers["lora_unet_down_blocks_0_resnets_0_conv1"]
+    assert conv.down.shape[2:] == (3, 3) and conv.up.shape[2:] == (1, 1)
+    assert "lora_unet_down_blocks_0_downsamplers_0_conv" in lora.layers
+    assert json.loads(lora.metadata["ss_network_args"]) == {"conv_dim": "4", "conv_alpha": "4.0"}
+    trained = load_model(base)
+    apply_loras(trained, [(lora, 1.0)])
+    a, b = unet_out(result.bundle)[0], unet_out(trained)[0]
+    assert torch.allclose(a, b, atol=1e-5)
+
+
 def tiny_model_dir_name(result) -> str:
     from pathlib import Path
 

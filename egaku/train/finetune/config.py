@@ -33,7 +33,7 @@ METHOD_DEFAULTS: dict[Method, dict] = {
 CHOICES = {
     "lr_scheduler": ("constant", "linear", "cosine"),
     "mixed_precision": ("auto", "no", "bf16", "fp16"),
-    "lora_targets": ("attention", "transformer"),
+    "lora_targets": ("attention", "transformer", "conv"),
     "dreambooth_mode": ("full", "lora"),
     "save_dtype": ("fp32", "fp16", "bf16"),
     "embedding_format": ("safetensors", "pt"),
@@ -73,7 +73,7 @@ class FinetuneConfig:
     # LoRA, and DreamBooth in lora mode
     rank: int = 8  # LoRA rank (kohya network_dim)
     alpha: float = 0.0  # 0 = rank (scale 1)
-    lora_targets: str = "attention"  # attention: to_q/k/v/out; transformer: + proj_in/out, feed-forward
+    lora_targets: str = "attention"  # attention: to_q/k/v/out; transformer: + proj_in/out, feed-forward; conv: + ResNet convs
     lora_dropout: float = 0.0  # dropout inside the LoRA layers
     train_text_encoder: bool = False  # LoRA on the text encoder(s) too; finetune: train them too
     # DreamBooth

@@ -21,8 +21,13 @@ UNET_TARGETS = {
     # kohya's default for SD: every Linear / 1x1 Conv of the Transformer2DModel blocks
     "transformer": ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"],
 }
+# kohya's LoRA-C3Lier (`--network_args conv_dim=R`): also every layer of the ResNet blocks and the
+# down/upsamplers, 3x3 convs included. Shapes live there, not in attention; A1111 and ComfyUI load it.
+UNET_TARGETS["conv"] = UNET_TARGETS["transformer"] + ["conv1", "conv2", "conv_shortcut", "time_emb_proj",
+                                                       "downsamplers.0.conv", "upsamplers.0.conv"]
 TEXT_TARGETS = {"attention": ["q_proj", "k_proj", "v_proj", "out_proj"],
                 "transformer": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]}
+TEXT_TARGETS["conv"] = TEXT_TARGETS["transformer"]  # a text encoder has no convolutions
 SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -151,6 +156,8 @@ def kohya_metadata(bundle: ModelBundle, cfg, meta: dict) -> dict[str, str]:
         "ss_network_dim": str(cfg.rank),
         "ss_network_alpha": str(float(cfg.alpha or cfg.rank)),
         "ss_network_dropout": str(cfg.lora_dropout),
+        "ss_network_args": json.dumps({"conv_dim": str(cfg.rank), "conv_alpha": str(float(cfg.alpha or cfg.rank))}
+                                      if cfg.lora_targets == "conv" else {}),
         "ss_network_train_unet_only": str(not cfg.train_text_encoder),
         "ss_mixed_precision": meta["mixed_precision"],
         "ss_full_fp16": "False",
