@@ -29,6 +29,8 @@ def register(subparsers) -> None:
     b.add_argument("--max-steps", type=int, help="stop the UNet phase after this many steps")
     b.add_argument("--pool-size", type=int, help="scenes encoded to latents once (default 24000)")
     b.add_argument("--batch", type=int, help="UNet batch size (default 32)")
+    b.add_argument("--object-loss-weight", type=float,
+                   help="loss weight of latent pixels that objects touch, against 1 for background (default 5)")
     b.add_argument("--sample-every", type=int, help="write a sample grid every N UNet steps (default 500)")
     b.add_argument("--config-dir", type=Path, help="diffusers folder whose configs define the model")
     b.add_argument("--init-from", type=Path, metavar="DIR",
@@ -53,6 +55,7 @@ def run_base(args: argparse.Namespace) -> int:
         "pool_size": args.pool_size,
         "batch": args.batch,
         "sample_every": args.sample_every,
+        "object_loss_weight": args.object_loss_weight,
         "config_dir": str(args.config_dir) if args.config_dir else None,
         "init_from": str(args.init_from) if args.init_from else None,
     }

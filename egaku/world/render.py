@@ -145,5 +145,18 @@ def render(scene: Scene) -> np.ndarray:
     return np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
 
 
+def object_mask(scene: Scene) -> np.ndarray:
+    """(128, 128) float32 in [0, 1]: how much of each pixel the scene's objects paint (as `render`)."""
+    mask = np.zeros((CANVAS, CANVAS), np.float32)
+    for obj in scene.objects:
+        x0, y0 = object_origin(obj)
+        fill, _ = object_layers(obj.shape, obj.size, scene.style, x0, y0)
+        xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + 2 * HALF, CANVAS), min(y0 + 2 * HALF, CANVAS)
+        if xa < xb and ya < yb:
+            region = mask[ya:yb, xa:xb]
+            np.maximum(region, fill[ya - y0 : yb - y0, xa - x0 : xb - x0], out=region)
+    return mask
+
+
 def render_image(scene: Scene) -> Image.Image:
     return Image.fromarray(render(scene))

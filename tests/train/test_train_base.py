@@ -44,13 +44,33 @@ def test_training_lowers_the_loss(tiny_config, tmp_path):
     vae.load_state_dict(torch.load(tmp_path / "run" / "vae.pt", weights_only=True)["model"])
     pool = build_pool(vae, cfg, tmp_path / "run")
     before = fixed_batch_loss(unet, te, tok, sched, pool)
-    train_base(_cfg(tiny_config, max_steps=40, lr=2e-3), tmp_path / "run")
+    train_base(_cfg(tiny_config, max_steps=40, lr=2e-3, object_loss_weight=5.0), tmp_path / "run")
     state = torch.load(tmp_path / "run" / "unet.pt", weights_only=True)
     assert state["step"] == 40
     unet.load_state_dict(state["unet"])
     te.load_state_dict(state["te"])
     after = fixed_batch_loss(unet, te, tok, sched, pool)
     assert after < before * 0.8, (before, after)
+
+
+def test_object_masks_cover_the_drawn_objects_in_latent_cells():
+    import random
+
+    from egaku.train.base import latent_object_masks
+    from egaku.world.render import render
+    from egaku.world.scene import background_rgb, sample_scene
+
+    rng = random.Random(3)
+    scenes = [sample_scene(rng) for _ in range(40)]
+    masks = latent_object_masks(scenes, 16)  # (40, 1, 16, 16)
+    for scene, mask in zip(scenes, masks):
+        diff = torch.from_numpy(abs(render(scene).astype(int) - background_rgb(scene)).sum(-1))  # (128, 128)
+
+        def cells(drawn):  # (16, 16): latent cells (8x8 pixel patches) with any such pixel
+            return drawn.reshape(16, 8, 16, 8).any(3).any(1)
+
+        # every cell with a clearly painted pixel is weighted; no cell without any painted pixel is
+        assert not (cells(diff > 60) & ~mask[0].bool()).any() and not (mask[0].bool() & ~cells(diff > 0)).any()
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tiny_config, tmp_path):
