@@ -63,6 +63,11 @@ class BaseTrainConfig:
     # softened). Objects cover ~5% of a scene, so plain MSE is mostly background: colours and
     # backgrounds are learned long before shapes and positions.
     object_loss_weight: float = 5.0
+    # Share of each batch spent on layout: captions that always name positions, and timesteps from
+    # the noisier half of the schedule, where a sampler decides where things go (SD3 likewise
+    # samples more mid/high-noise timesteps). Added after v2's text encoder was found to ignore
+    # position words entirely (benchmarks/prompt_sensitivity.py).
+    layout_share: float = 0.0
     max_steps: int = 1_000_000  # UNet steps; usually the time budget ends the run first
     minutes: float = 120.0  # wall-clock budget for this invocation (all phases)
     checkpoint_minutes: float = 5.0
@@ -135,6 +140,7 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
         torch.set_rng_state(state["torch_rng"])
     scale = pool["scaling_factor"]
     latents_all, scenes = pool["latents"], pool["scenes"]
+    n_layout = round(cfg.batch * cfg.layout_share)  # the first n_layout examples of each batch
     weights = None
     if cfg.object_loss_weight != 1.0:
         weights = 1.0 + (cfg.object_loss_weight - 1.0) * latent_object_masks(scenes, latents_all.shape[-1])  # (N, 1, h, w)
@@ -150,10 +156,13 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
     while step < cfg.max_steps and time.time() < deadline:
         idx = [rng.randrange(len(scenes)) for _ in range(cfg.batch)]
         x0 = latents_all[idx].float() * scale  # (B, 4, 16, 16)
-        texts = ["" if rng.random() < cfg.uncond_prob else fitting_caption(scenes[i], rng, tok) for i in idx]
+        texts = [fitting_caption(scenes[i], rng, tok, positions=True) if k < n_layout
+                 else "" if rng.random() < cfg.uncond_prob else fitting_caption(scenes[i], rng, tok)
+                 for k, i in enumerate(idx)]
         ids = tokenize(tok, texts)  # (B, 77)
         noise = torch.randn_like(x0)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch,))
+        t[:n_layout] = torch.randint(noise_sched.config.num_train_timesteps // 2, noise_sched.config.num_train_timesteps, (n_layout,))
         xt = noise_sched.add_noise(x0, noise, t)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
@@ -288,6 +297,7 @@ def train_base(cfg: BaseTrainConfig, out: str | Path, export_to: str | Path | No
     ema, step = train_unet(unet, te, tok, sched_cfg, pool, cfg, out, deadline, on_sample, sample_modules)
     info = {"unet_steps": step, "batch": cfg.batch, "vae_steps": cfg.vae_steps, "decoder_steps": cfg.decoder_steps,
             "pool_size": cfg.pool_size, "object_loss_weight": cfg.object_loss_weight,
+            "layout_share": cfg.layout_share,
             "scaling_factor": pool["scaling_factor"], "seed": cfg.seed, "init_from": cfg.init_from}
     if export_to:
         export_builtin(vae, unet, te, ema, pool["scaling_factor"], cfg, Path(export_to), info)

@@ -23,12 +23,15 @@ def render_batch(rng: random.Random, n: int) -> tuple[list[Scene], torch.Tensor]
     return scenes, images_to_tensor([render(s) for s in scenes])
 
 
-def fitting_caption(scene: Scene, rng: random.Random, tokenizer, lang: str | None = None) -> str:
-    """A random caption (random language unless given) that fits one 77-token chunk."""
+def fitting_caption(scene: Scene, rng: random.Random, tokenizer, lang: str | None = None,
+                    positions: bool | None = None) -> str:
+    """A random caption (random language unless given) that fits one 77-token chunk; `positions`
+    as `egaku.world.captions.caption` (None: named at random)."""
     lang = lang or rng.choice(("en", "ja"))
     for attempt in range(6):
         short = attempt >= 3  # long Japanese captions: drop sizes and background
-        text = caption(scene, lang, rng, sizes=False if short else None, background=False if short else None)
+        text = caption(scene, lang, rng, positions=positions, sizes=False if short else None,
+                       background=False if short else None)
         if len(tokenizer(text).input_ids) <= tokenizer.model_max_length:
             return text
     return text  # the tokenizer truncates; rare

@@ -44,7 +44,7 @@ def test_training_lowers_the_loss(tiny_config, tmp_path):
     vae.load_state_dict(torch.load(tmp_path / "run" / "vae.pt", weights_only=True)["model"])
     pool = build_pool(vae, cfg, tmp_path / "run")
     before = fixed_batch_loss(unet, te, tok, sched, pool)
-    train_base(_cfg(tiny_config, max_steps=40, lr=2e-3, object_loss_weight=5.0), tmp_path / "run")
+    train_base(_cfg(tiny_config, max_steps=40, lr=2e-3, object_loss_weight=5.0, layout_share=0.25), tmp_path / "run")
     state = torch.load(tmp_path / "run" / "unet.pt", weights_only=True)
     assert state["step"] == 40
     unet.load_state_dict(state["unet"])
