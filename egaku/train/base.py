@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from egaku.errors import InvalidRequestError
 from egaku.train.data import fitting_caption, render_batch, tokenize
 from egaku.train.objective import diffusion_target, min_snr_weights
 from egaku.train.run_io import log_line, progress_bar, rng_from_list, rng_to_list, save_checkpoint
@@ -73,6 +74,12 @@ class BaseTrainConfig:
     checkpoint_minutes: float = 5.0
     sample_every: int = 500
     init_from: str | None = None  # start from an exported model folder instead of from scratch
+
+    def __post_init__(self):
+        if not 0.0 <= self.layout_share <= 1.0:
+            raise InvalidRequestError(f"layout-share must be between 0 and 1, not {self.layout_share:g}")
+        if self.object_loss_weight <= 0:
+            raise InvalidRequestError(f"object-loss-weight must be positive, not {self.object_loss_weight:g}")
 
 
 def _load_components(cfg: BaseTrainConfig):
@@ -140,6 +147,7 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
         torch.set_rng_state(state["torch_rng"])
     scale = pool["scaling_factor"]
     latents_all, scenes = pool["latents"], pool["scenes"]
+    n_timesteps = noise_sched.config.num_train_timesteps
     n_layout = round(cfg.batch * cfg.layout_share)  # the first n_layout examples of each batch
     weights = None
     if cfg.object_loss_weight != 1.0:
@@ -161,8 +169,8 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
                  for k, i in enumerate(idx)]
         ids = tokenize(tok, texts)  # (B, 77)
         noise = torch.randn_like(x0)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch,))
-        t[:n_layout] = torch.randint(noise_sched.config.num_train_timesteps // 2, noise_sched.config.num_train_timesteps, (n_layout,))
+        t = torch.randint(0, n_timesteps, (cfg.batch,))
+        t[:n_layout] = torch.randint(n_timesteps // 2, n_timesteps, (n_layout,))
         xt = noise_sched.add_noise(x0, noise, t)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)

@@ -111,14 +111,23 @@ def object_layers(shape: str, size: str, kind: str, x0: int, y0: int) -> tuple[n
     return m["fill"], (pat if pat is not None else np.zeros_like(m["fill"]))
 
 
-def composite(canvas: np.ndarray, cov: np.ndarray, accent: np.ndarray, rgb, accent_rgb, x0: int, y0: int) -> None:
-    """Blend one object into canvas (H, W, 3) float32 in place, clipping at the borders."""
-    h, w = canvas.shape[:2]
+def _window(x0: int, y0: int, hw: tuple[int, int]):
+    """Where a template placed at (x0, y0) meets an (h, w) canvas: ((ya, yb, xa, xb) on the canvas,
+    the matching template slices), or None when it falls outside."""
+    h, w = hw
     xa, ya = max(x0, 0), max(y0, 0)
     xb, yb = min(x0 + 2 * HALF, w), min(y0 + 2 * HALF, h)
     if xa >= xb or ya >= yb:
+        return None
+    return (ya, yb, xa, xb), (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
+
+
+def composite(canvas: np.ndarray, cov: np.ndarray, accent: np.ndarray, rgb, accent_rgb, x0: int, y0: int) -> None:
+    """Blend one object into canvas (H, W, 3) float32 in place, clipping at the borders."""
+    window = _window(x0, y0, canvas.shape[:2])
+    if window is None:
         return
-    sl = (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
+    (ya, yb, xa, xb), sl = window
     color = (1 - accent[sl])[..., None] * np.asarray(rgb, np.float32) + accent[sl][..., None] * np.asarray(
         accent_rgb, np.float32
     )  # (h, w, 3)
@@ -151,10 +160,11 @@ def object_mask(scene: Scene) -> np.ndarray:
     for obj in scene.objects:
         x0, y0 = object_origin(obj)
         fill, _ = object_layers(obj.shape, obj.size, scene.style, x0, y0)
-        xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + 2 * HALF, CANVAS), min(y0 + 2 * HALF, CANVAS)
-        if xa < xb and ya < yb:
+        window = _window(x0, y0, mask.shape)
+        if window is not None:
+            (ya, yb, xa, xb), sl = window
             region = mask[ya:yb, xa:xb]
-            np.maximum(region, fill[ya - y0 : yb - y0, xa - x0 : xb - x0], out=region)
+            np.maximum(region, fill[sl], out=region)
     return mask
 
 

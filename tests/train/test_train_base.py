@@ -53,6 +53,22 @@ def test_training_lowers_the_loss(tiny_config, tmp_path):
     assert after < before * 0.8, (before, after)
 
 
+def test_bad_training_settings_are_one_line_errors(tmp_path):
+    import subprocess
+    import sys
+
+    from egaku.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match="layout-share must be between 0 and 1, not 1.5"):
+        BaseTrainConfig(layout_share=1.5)
+    with pytest.raises(InvalidRequestError, match="object-loss-weight must be positive, not 0"):
+        BaseTrainConfig(object_loss_weight=0)
+    proc = subprocess.run([sys.executable, "-m", "egaku.cli.main", "train", "base", "--out", str(tmp_path / "run"),
+                           "--layout-share", "2"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+    assert proc.stderr.strip().splitlines()[-1] == "error: layout-share must be between 0 and 1, not 2"
+
+
 def test_object_masks_cover_the_drawn_objects_in_latent_cells():
     import random
 
