@@ -83,3 +83,32 @@ def test_full_finetune(small, tiny_model_file, tmp_path):
     loaded = load_model(result.output)
     trained = result.bundle.unet.state_dict()
     assert all(torch.equal(v, trained[k].half().float()) for k, v in loaded.unet.state_dict().items())  # saved in fp16
+
+
+def test_lora_with_prior_preservation_from_a_regularization_folder(small, tiny_model_file, tmp_path):
+    """kohya's reg_data_dir: LoRA with the user's own regularization images (a second batch each step)."""
+    import pytest
+
+    from egaku.errors import InvalidRequestError
+
+    reg = tmp_path / "reg"
+    reg.mkdir()
+    for i, color in enumerate([(200, 40, 40), (40, 40, 200), (40, 160, 40)]):
+        Image.fromarray(np.full((64, 64, 3), color, np.uint8)).save(reg / f"r{i}.png")
+        (reg / f"r{i}.txt").write_text("a plain background\n")
+    base = str(tiny_model_file("sd1"))
+    plain = train(small("lora", base=base, steps=6, lr=1e-2), tmp_path / "plain", report=lambda s: None)
+    result = train(small("lora", base=base, steps=6, lr=1e-2, class_data=str(reg)), tmp_path / "reg-run",
+                   report=lambda s: None)
+    assert result.report["dataset"]["class_images"] == 3
+    lora, lora_plain = read_lora(result.output), read_lora(plain.output)
+    assert lora.metadata["ss_num_reg_images"] == "3"
+    name = next(iter(lora.layers))
+    assert not torch.allclose(lora.layers[name].up, lora_plain.layers[name].up)  # the class batch took part
+
+    with pytest.raises(InvalidRequestError, match=r"training data folder .*missing does not exist"):
+        train(small("lora", base=base, class_data=str(tmp_path / "missing")), tmp_path / "bad", report=lambda s: None)
+    with pytest.raises(InvalidRequestError, match="class-prompt or class-data, not both"):
+        small("lora", class_prompt="a square", class_data=str(reg))
+    with pytest.raises(InvalidRequestError, match="does not apply to embeddings"):
+        small("embedding", class_prompt="a square")

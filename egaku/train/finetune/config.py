@@ -79,7 +79,9 @@ class FinetuneConfig:
     # DreamBooth
     dreambooth_mode: str = "full"  # full UNet or lora
     instance_prompt: str = ""  # caption of every instance image, e.g. "a photo of sks dog" (default: its caption)
+    # prior preservation (DreamBooth, LoRA, finetune): a second batch of regularization images each step
     class_prompt: str = ""  # prior preservation with base-model images of this prompt ("" = none)
+    class_data: str | None = None  # or: a folder of regularization images with captions (kohya's reg_data_dir)
     num_class_images: int = 50  # class images to draw for prior preservation
     prior_loss_weight: float = 1.0  # weight of the class images' loss
     class_steps: int = 20  # sampler steps for the class images
@@ -144,6 +146,10 @@ class FinetuneConfig:
             bad(f"resolution must be a multiple of 8, got {self.resolution}")
         if self.bucket_step and self.bucket_step % 8:
             bad(f"bucket-step must be a multiple of 8, got {self.bucket_step}")
+        if self.class_prompt and self.class_data:
+            bad("give one source of regularization images: class-prompt or class-data, not both")
+        if (self.class_prompt or self.class_data) and self.method == Method.EMBEDDING:
+            bad("prior preservation (class-prompt, class-data) does not apply to embeddings: they change no other prompt")
         if (self.data is None) == (self.from_world is None):
             bad("give exactly one source of images: a data folder or --from-world CONCEPT")
         for name in ("warmup_steps", "eval_examples", "sample_every", "max_minutes", "min_snr_gamma", "noise_offset", "prior_loss_weight",
@@ -157,12 +163,13 @@ class FinetuneConfig:
 
 FIELDS = {f.name: f for f in dataclasses.fields(FinetuneConfig)}
 # Which fields each method uses beyond the common ones (the CLI shows only those).
+PRIOR = ("class_prompt", "class_data", "num_class_images", "prior_loss_weight", "class_steps")
 METHOD_FIELDS = {
-    Method.LORA: ("rank", "alpha", "lora_targets", "lora_dropout", "train_text_encoder", "save_dtype"),
-    Method.DREAMBOOTH: ("dreambooth_mode", "instance_prompt", "class_prompt", "num_class_images", "prior_loss_weight",
-                        "class_steps", "rank", "alpha", "lora_targets", "lora_dropout", "train_text_encoder", "save_dtype"),
+    Method.LORA: ("rank", "alpha", "lora_targets", "lora_dropout", "train_text_encoder", "save_dtype") + PRIOR,
+    Method.DREAMBOOTH: ("dreambooth_mode", "instance_prompt", "rank", "alpha", "lora_targets", "lora_dropout",
+                        "train_text_encoder", "save_dtype") + PRIOR,
     Method.EMBEDDING: ("token", "init_word", "num_vectors", "embedding_format"),
-    Method.FINETUNE: ("train_text_encoder", "save_dtype"),
+    Method.FINETUNE: ("train_text_encoder", "save_dtype") + PRIOR,
 }
 SPECIFIC = {name for names in METHOD_FIELDS.values() for name in names}
 

@@ -168,6 +168,8 @@ def train(cfg: FinetuneConfig, out: str | Path, report: Callable[[str], None] = 
     # 1. the data (read first: a bad folder fails before a model loads), device, precision and the
     # base model in float32 (the master weights)
     dataset = _data(cfg, out, report)
+    class_set = scan_folder(cfg.class_data, caption_ext=cfg.caption_ext, default_caption=cfg.default_caption,
+                            report=report) if cfg.class_data else None
     device = resolve_device(cfg.device)
     autocast, precision = _autocast(cfg.mixed_precision, device)
     if bundle is None:
@@ -182,12 +184,11 @@ def train(cfg: FinetuneConfig, out: str | Path, report: Callable[[str], None] = 
     side, step_px = cfg.resolution or native, cfg.bucket_step or (64 if native > 256 else 8)
     timings["load_s"] = time.perf_counter() - t_start
 
-    # 2. buckets; DreamBooth's class images from the untouched base model
+    # 2. buckets; prior preservation's class images: the user's, or drawn by the untouched base model
     assign_buckets(dataset, side, step_px)
-    class_set = None
-    if cfg.method == Method.DREAMBOOTH and cfg.class_prompt:
-        folder = generate_class_images(bundle, cfg, out, device, report)
-        class_set = scan_folder(folder, report=report)
+    if cfg.class_prompt:
+        class_set = scan_folder(generate_class_images(bundle, cfg, out, device, report), report=report)
+    if class_set is not None:
         assign_buckets(class_set, side, step_px)
 
     # 3. what trains, and the latents (the VAE never trains)
