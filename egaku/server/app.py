@@ -11,6 +11,8 @@ recovering jobs a crash left behind) and stops them on shutdown.
 
 from __future__ import annotations
 
+import dataclasses
+
 import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -59,6 +61,8 @@ def create_app(service, *, settings: ServerSettings | None = None, studio_dir=_D
     the app's lifespan calls service.start() and service.stop().
     """
     settings = settings or ServerSettings()
+    if settings.max_prompt_chars is None:  # one prompt limit for both layers, checked first here
+        settings = dataclasses.replace(settings, max_prompt_chars=service.settings.max_prompt_chars)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -18,7 +18,7 @@ class ServerSettings:
 
     max_body_bytes: int = 20 * 1024 * 1024  # whole request body (uploads are base64 or multipart)
     max_upload_pixels: int = 4096 * 4096  # declared size of an uploaded image (decompression bombs)
-    max_prompt_chars: int = 2000  # prompt and negative prompt, each
+    max_prompt_chars: int | None = None  # prompt and negative prompt, each (None = the service's limit)
     max_samples: int = 10  # images per request (Stability `samples`, OpenAI `n`, A1111 batch x iter)
     thread_tokens: int = 128  # worker threads for blocking calls (requests waiting for their job)
     url_ttl_s: int = 3600  # lifetime of the signed image URLs given to OpenAI clients

@@ -118,7 +118,7 @@ def test_cancel_a_running_job_refunds_it(live):
 
 
 @pytest.mark.parametrize("body,status,code", [
-    ({"prompt": "x" * 2001}, 400, "invalid_request"),
+    ({"prompt": "x" * 4001}, 400, "invalid_request"),  # the service's limit, checked at the edge
     ({"prompt": "x", "init_image": "not base64 !!"}, 400, "invalid_image"),
     ({"prompt": "x", "init_image": b64(b"GIF89a but not really an image")}, 400, "invalid_image"),
     ({"prompt": "x", "init_image": b64(png_bomb())}, 400, "invalid_image"),
@@ -167,3 +167,12 @@ def test_studio_is_served_at_root_and_api_routes_win(live, tmp_path):
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     finally:
         server.stop()
+
+
+def test_http_and_service_share_one_prompt_limit(live):
+    long_prompt = "a red square " * 300  # 3,900 characters: under the service's 4,000
+    r = live.post("/api/v1/jobs", json={"prompt": long_prompt, "steps": 1})
+    assert r.status_code == 202, r.text
+    assert live.wait_job(r.json()["id"])["status"] == "succeeded"
+    r = live.post("/api/v1/jobs", json={"prompt": "x" * 4001})
+    assert r.json()["error"]["message"] == "prompt is 4001 characters, over the limit of 4000"
