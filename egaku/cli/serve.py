@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-batching", action="store_true", help="run jobs one at a time, never batched")
     p.add_argument("--max-batch", type=int, default=4, metavar="N",
                    help="compatible jobs run in one forward pass, at most N (default 4)")
+    p.add_argument("--allow-private-webhooks", action="store_true",
+                   help="let jobs' webhook_url reach loopback and private addresses (off: only public hosts)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(run=run)
 
@@ -54,14 +56,15 @@ def run(args) -> int:
     quiet_libraries()
     import uvicorn
 
-    from egaku.jobs.service import Service
+    from egaku.jobs.service import Service, ServiceSettings
     from egaku.server import create_app
 
     if args.no_auth and not is_loopback(args.host):
         note(f"warning: --no-auth on {args.host}: anyone who can reach this address can generate "
              "and see every image; use API keys (drop --no-auth) or listen on 127.0.0.1")
     service = Service.create(db_url=args.db, auth=not args.no_auth, workers=args.workers,
-                             batching=not args.no_batching, max_batch=args.max_batch)
+                             batching=not args.no_batching, max_batch=args.max_batch,
+                             settings=ServiceSettings(webhook_private_ok=args.allow_private_webhooks))
     app = create_app(service)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             timeout_graceful_shutdown=10)

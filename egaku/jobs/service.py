@@ -58,7 +58,8 @@ class Service(AdminMixin):
         self.buckets = TokenBuckets(self.settings.key_rpm)
         self.webhooks = WebhookSender(self.store.set_webhook_state, tries=self.settings.webhook_tries,
                                       backoff_s=self.settings.webhook_backoff_s,
-                                      timeout_s=self.settings.webhook_timeout_s)
+                                      timeout_s=self.settings.webhook_timeout_s,
+                                      private_ok=self.settings.webhook_private_ok)
         self._running: dict[str, RunState] = {}
         self._running_lock = threading.Lock()
         self._stopping = threading.Event()

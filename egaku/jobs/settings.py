@@ -28,3 +28,4 @@ class ServiceSettings:
     webhook_tries: int = 4
     webhook_backoff_s: float = 1.0  # waits 1, 2, 4 s between tries
     webhook_timeout_s: float = 10.0
+    webhook_private_ok: bool = False  # allow webhooks to loopback / private / link-local addresses (trusted networks)

@@ -162,12 +162,34 @@ def _number(name: str, value) -> float:
     return float(value)
 
 
-def check_webhook(url: str | None) -> str | None:
+def _port_ok(parts) -> bool:
+    try:
+        parts.port  # raises for a port that is not a number in 0..65535
+        return True
+    except ValueError:
+        return False
+
+
+def check_webhook(url: str | None, private_ok: bool = False) -> str | None:
+    """An http(s) URL; unless `private_ok`, not one whose host is plainly local (localhost, a private
+    IP). Names are resolved and checked again at delivery (egaku.jobs.webhooks)."""
+    from egaku.jobs.webhooks import is_public
+
     if url is None or url == "":
         return None
     parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000
+            or not _port_ok(parts)):
         raise InvalidRequestError(f"webhook_url must be an http(s) URL, got {str(url)[:80]!r}")
+    host = parts.hostname.rstrip(".")
+    if not private_ok:
+        try:
+            local = not is_public(host)
+        except ValueError:  # a name, not an address
+            local = host == "localhost" or host.endswith(".localhost")
+        if local:
+            raise InvalidRequestError(f"webhook_url points at a private address ({host}); this server does not "
+                                      "send webhooks there (egaku serve --allow-private-webhooks)")
     return url
 
 
@@ -197,7 +219,7 @@ def check_spec(spec: JobSpec, *, engine, settings: ServiceSettings) -> Checked:
     model = spec.model if spec.model not in ("", BUILTIN) else None
     if model is not None and not isinstance(model, str):
         raise InvalidRequestError("model must be a name")
-    webhook_url = check_webhook(spec.webhook_url)
+    webhook_url = check_webhook(spec.webhook_url, settings.webhook_private_ok)
     loras = check_loras(spec.loras, spec.prompt)
 
     # 2. sampler, model and size (the model's native size where none was asked)

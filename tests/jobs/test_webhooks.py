@@ -8,7 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from jobkit import tiny, user_with_key
 
+from egaku.errors import InvalidRequestError
 from egaku.jobs import ServiceSettings
+from egaku.jobs.webhooks import post_json
 
 
 class Receiver:
@@ -67,7 +69,7 @@ def _wait_webhook(service, job_id, timeout=20):
 
 def test_webhook_is_retried_until_delivered(make_service, receiver_factory):
     receiver = receiver_factory(failures=1)
-    service = make_service(settings=ServiceSettings(webhook_backoff_s=0.1, poll_s=0.2))
+    service = make_service(settings=ServiceSettings(webhook_backoff_s=0.1, poll_s=0.2, webhook_private_ok=True))
     principal, _ = user_with_key(service, "alice", credits=10)
     service.start()
     view = service.submit(principal, tiny(webhook_url=receiver.url))
@@ -83,7 +85,7 @@ def test_webhook_is_retried_until_delivered(make_service, receiver_factory):
 
 def test_webhook_gives_up_after_four_tries_and_cancel_also_notifies(make_service, receiver_factory):
     receiver = receiver_factory(failures=100)
-    service = make_service(settings=ServiceSettings(webhook_backoff_s=0.05))
+    service = make_service(settings=ServiceSettings(webhook_backoff_s=0.05, webhook_private_ok=True))
     principal, _ = user_with_key(service, "alice", credits=10)
     view = service.submit(principal, tiny(webhook_url=receiver.url))
     service.cancel(principal, view.id)  # never started: cancelled jobs are reported too
@@ -95,13 +97,35 @@ def test_webhook_gives_up_after_four_tries_and_cancel_also_notifies(make_service
 
 def test_a_webhook_pending_at_a_crash_is_sent_on_start(make_service, receiver_factory):
     receiver = receiver_factory(failures=0)
-    service = make_service()
+    service = make_service(settings=ServiceSettings(poll_s=0.2, webhook_private_ok=True))
     principal, _ = user_with_key(service, "alice", credits=10)
     view = service.submit(principal, tiny(webhook_url=receiver.url))
     service.stop()  # its sender stops: as if the process died right after the job ended
     service.cancel(principal, view.id)
     time.sleep(0.3)
     assert service.store.get_job(view.id).webhook_state == "pending" and receiver.bodies == []
-    make_service(settings=ServiceSettings(webhook_backoff_s=0.05)).start()
+    make_service(settings=ServiceSettings(webhook_backoff_s=0.05, webhook_private_ok=True)).start()
     job = _wait_webhook(service, view.id)
     assert job.webhook_state == "delivered" and receiver.bodies[0]["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/hook", "http://localhost/x", "https://10.1.2.3/",
+                                 "http://169.254.169.254/latest/meta-data/", "http://[::1]:9/", "http://[::ffff:192.168.0.1]/",
+                                 "http://app.localhost./"])
+def test_webhooks_to_private_addresses_are_refused_by_default(make_service, url):
+    service = make_service()
+    principal, _ = user_with_key(service, "alice", credits=10)
+    with pytest.raises(InvalidRequestError, match=r"^webhook_url points at a private address .*--allow-private-webhooks\)$"):
+        service.submit(principal, tiny(webhook_url=url))
+    assert service.balance(principal) == 10 and service.list_jobs(principal) == []  # nothing held or queued
+
+
+def test_a_name_that_resolves_to_loopback_is_refused_at_delivery(receiver_factory):
+    """A public-looking name can still point inside: the resolved addresses are checked, then pinned."""
+    receiver = receiver_factory(failures=0)
+    port = receiver.server.server_address[1]
+    with pytest.raises(ValueError, match=r"^localhost resolves to a private address \((127\.0\.0\.1|::1)\)"):
+        post_json(f"http://localhost:{port}/hook", {"id": "x"}, timeout=5)
+    assert receiver.bodies == []
+    assert post_json(f"http://localhost:{port}/hook", {"id": "x"}, timeout=5, private_ok=True) == 200
+    assert receiver.bodies == [{"id": "x"}]
