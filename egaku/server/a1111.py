@@ -98,16 +98,14 @@ def _info(spec: JobSpec, view, model: dict, denoising: float | None) -> str:
 async def _generate(request: Request, user: Principal, body, spec: JobSpec, denoising: float | None) -> dict:
     service = request.app.state.service
 
-    def run():
-        view = submit_and_wait(service, user, spec)
-        status = JobStatus(view.status)
-        if status is JobStatus.FAILED:
-            raise ApiError(500, "generation_failed", f"job {view.id} failed: {view.error or 'unknown error'}")
-        # An interrupted (cancelled) job answers with what it made, as A1111 does.
-        images = [encode_base64(service.image_png(user, im.id)) for im in view.images] if body.send_images else []
-        return view, images
+    view = await submit_and_wait(request, service, user, spec)
+    if JobStatus(view.status) is JobStatus.FAILED:
+        raise ApiError(500, "generation_failed", f"job {view.id} failed: {view.error or 'unknown error'}")
 
-    view, images = await run_in_threadpool(run)
+    def pngs():  # an interrupted (cancelled) job answers with what it made, as A1111 does
+        return [encode_base64(service.image_png(user, im.id)) for im in view.images] if body.send_images else []
+
+    images = await run_in_threadpool(pngs)
     parameters = body.model_dump()
     for key in ("init_images", "mask"):
         if key in parameters:

@@ -1,6 +1,7 @@
 """What every wire format does with the Service: resolve model names, submit and wait, fetch PNGs.
 
-All functions here block (database, waiting for a job): routes call them in the thread pool.
+All functions here but submit_and_wait block (database, waiting for a job): routes call them in the
+thread pool.
 """
 
 from __future__ import annotations
@@ -60,10 +61,20 @@ def model_dict(service, value: str | None) -> dict:
     return {"name": value or "builtin"}
 
 
-def submit_and_wait(service, principal: Principal, spec: JobSpec, timeout: float | None = None) -> JobView:
-    """Submit a job and block until it ends (the synchronous wire formats: Stability, OpenAI, A1111)."""
-    view = service.submit(principal, spec)
-    return service.wait(principal, view.id, timeout=timeout)
+async def submit_and_wait(request, service, principal: Principal, spec: JobSpec, poll_s: float = 0.5) -> JobView:
+    """Submit a job and wait until it ends (the synchronous wire formats: Stability, OpenAI, A1111).
+
+    A client that hangs up first cancels its job, which refunds it: nobody pays for images that no
+    one will receive (the native job API is the one to use for fire-and-forget jobs)."""
+    from starlette.concurrency import run_in_threadpool
+
+    view = await run_in_threadpool(service.submit, principal, spec)
+    while True:
+        view = await run_in_threadpool(service.wait, principal, view.id, poll_s)
+        if JobStatus(view.status).terminal:
+            return view
+        if await request.is_disconnected():
+            return await run_in_threadpool(service.cancel, principal, view.id)
 
 
 def require_success(view: JobView) -> JobView:

@@ -159,7 +159,7 @@ def _spec(request: Request, user: Principal, p: ImageParams, settings: ServerSet
 
 async def _run(request: Request, user: Principal, spec: JobSpec, response_format: str | None) -> dict:
     service, settings = request.app.state.service, request.app.state.settings
-    view = require_success(await run_in_threadpool(submit_and_wait, service, user, spec))
+    view = require_success(await submit_and_wait(request, service, user, spec))
     data = []
     if response_format == "b64_json":
         for _, png in await run_in_threadpool(images_png, service, user, view):

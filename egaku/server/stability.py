@@ -240,7 +240,7 @@ def _wants_png(request: Request, samples: int) -> bool:
 async def _run(request: Request, user: Principal, spec: JobSpec) -> Response:
     service = request.app.state.service
     wants_png = _wants_png(request, spec.n)
-    view = require_success(await run_in_threadpool(submit_and_wait, service, user, spec))
+    view = require_success(await submit_and_wait(request, service, user, spec))
     results = await run_in_threadpool(images_png, service, user, view)
     if wants_png:
         image, png = results[0]

@@ -88,3 +88,17 @@ def test_a1111_errors(live):
     r = requests.post(f"{live.url}/sdapi/v1/txt2img", json={"prompt": "x", "batch_size": 4, "n_iter": 3},
                       auth=auth, timeout=30)
     assert r.status_code == 400
+
+
+def test_a_client_that_hangs_up_cancels_its_job_and_pays_nothing(live):
+    balance = lambda: live.get("/api/v1/account", "bob").json()["balance"]  # noqa: E731
+    before = balance()
+    try:
+        requests.post(f"{live.url}/sdapi/v1/txt2img", json={"prompt": "a hung-up square", "steps": 150},
+                      auth=("bob", live.keys["bob"]), timeout=1.5)
+        raise AssertionError("a 150-step job answered within 1.5 s")
+    except requests.exceptions.ReadTimeout:
+        pass  # the client gives up and closes the connection
+    job = live.get("/api/v1/jobs?q=hung-up", "bob").json()["jobs"][0]
+    assert live.wait_job(job["id"], "bob")["status"] == "cancelled"
+    assert balance() == before
