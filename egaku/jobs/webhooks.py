@@ -124,7 +124,7 @@ class WebhookSender:
                 try:
                     status = post_json(url, payload, self.timeout_s, private_ok=self.private_ok)
                     ok, why = 200 <= status < 300, f"HTTP {status}"
-                except (OSError, ValueError) as e:
+                except (OSError, ValueError, http.client.HTTPException) as e:  # network, private address, bad answer
                     ok, why = False, " ".join(str(e).split()) or type(e).__name__
                 if ok:
                     self._record(job_id, WebhookState.DELIVERED, attempt)
