@@ -125,21 +125,13 @@ def draw_regularization(engine, folder: Path, n: int) -> Path:
     (English and Japanese, as the eval suite asks), with those captions; kept if already drawn."""
     import random
 
-    from egaku.engine import GenerationRequest
-    from egaku.engine.images import save_png
+    from egaku.train.finetune.dreambooth import draw_images
     from egaku.world.captions import caption
     from egaku.world.scene import sample_scene
 
-    folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random("regularization")
-    for i in range(n):
-        text = caption(sample_scene(rng), ("en", "ja")[i % 2], rng)  # held-out pairs never appear
-        png = folder / f"reg_{i:04d}.png"
-        if not png.exists():
-            result = engine.generate(GenerationRequest(text, steps=20, seed=20_000 + i, cfg_scale=5.0, sampler="DPM++ 2M"))
-            save_png(result.images[0], png, parameters=result.infotexts[0])
-        (folder / f"reg_{i:04d}.txt").write_text(text + "\n", encoding="utf-8")
-    return folder
+    captions = [caption(sample_scene(rng), ("en", "ja")[i % 2], rng) for i in range(n)]  # no held-out pairs
+    return draw_images(engine, captions, folder, stem="reg", seed=20_000, steps=20, cfg_scale=5.0, sampler="DPM++ 2M")
 
 
 def _suite_with(engine, model: str | None, loras: list) -> float:

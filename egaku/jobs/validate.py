@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from egaku.errors import InvalidRequestError, ModelNotFoundError
 from egaku.jobs.settings import ServiceSettings
 from egaku.jobs.types import SOURCES, JobSpec
+from egaku.jobs.webhooks import is_public
 
 UNIT_PIXELS_STEPS = 128 * 128 * 20  # one built-in 128x128 image at 20 steps = 1 credit
 BUILTIN = "builtin"
@@ -173,8 +174,6 @@ def _port_ok(parts) -> bool:
 def check_webhook(url: str | None, private_ok: bool = False) -> str | None:
     """An http(s) URL; unless `private_ok`, not one whose host is plainly local (localhost, a private
     IP). Names are resolved and checked again at delivery (egaku.jobs.webhooks)."""
-    from egaku.jobs.webhooks import is_public
-
     if url is None or url == "":
         return None
     parts = urlsplit(url) if isinstance(url, str) else None

@@ -12,7 +12,6 @@ recovering jobs a crash left behind) and stops them on shutdown.
 from __future__ import annotations
 
 import dataclasses
-
 import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from starlette.concurrency import run_in_threadpool
+
 from egaku.errors import ModelNotFoundError
 from egaku.jobs.types import JobSpec, JobStatus, JobView, Principal
 from egaku.server.errors import ApiError
@@ -66,8 +68,6 @@ async def submit_and_wait(request, service, principal: Principal, spec: JobSpec,
 
     A client that hangs up first cancels its job, which refunds it: nobody pays for images that no
     one will receive (the native job API is the one to use for fire-and-forget jobs)."""
-    from starlette.concurrency import run_in_threadpool
-
     view = await run_in_threadpool(service.submit, principal, spec)
     while True:
         view = await run_in_threadpool(service.wait, principal, view.id, poll_s)
