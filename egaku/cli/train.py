@@ -33,6 +33,8 @@ def register(subparsers) -> None:
                    help="loss weight of latent pixels that objects touch, against 1 for background (default 5)")
     b.add_argument("--layout-share", type=float,
                    help="share of each batch with captions that name positions and noisier timesteps (default 0)")
+    b.add_argument("--grounding-weight", type=float,
+                   help="weight of the token-grounding loss on cross-attention (TokenCompose; default 0: off)")
     b.add_argument("--sample-every", type=int, help="write a sample grid every N UNet steps (default 500)")
     b.add_argument("--config-dir", type=Path, help="diffusers folder whose configs define the model")
     b.add_argument("--init-from", type=Path, metavar="DIR",
@@ -59,6 +61,7 @@ def run_base(args: argparse.Namespace) -> int:
         "sample_every": args.sample_every,
         "object_loss_weight": args.object_loss_weight,
         "layout_share": args.layout_share,
+        "grounding_weight": args.grounding_weight,
         "config_dir": str(args.config_dir) if args.config_dir else None,
         "init_from": str(args.init_from) if args.init_from else None,
     }

@@ -29,14 +29,16 @@ import torch
 import torch.nn.functional as F
 
 from egaku.errors import InvalidRequestError
-from egaku.train.data import fitting_caption, render_batch, tokenize
+from egaku.train.data import fitting_caption, fitting_caption_with_spans, render_batch, tokenize
+from egaku.train.grounding import AttentionRecorder, grounding_loss, phrase_region_masks, phrase_token_masks
 from egaku.train.objective import diffusion_target, min_snr_weights
 from egaku.train.run_io import log_line, progress_bar, rng_from_list, rng_to_list, save_checkpoint
 from egaku.train.vae import train_decoder, train_vae
-from egaku.world.render import object_mask
+from egaku.world.render import object_mask, object_masks
 from egaku.world.scene import scene_from_dict
 
 BUILTIN_CONFIG_DIR = Path(__file__).resolve().parent.parent / "models" / "builtin"
+MAX_PHRASES = 3  # object phrases per caption (scenes hold at most 3 objects)
 
 
 @dataclass
@@ -69,6 +71,9 @@ class BaseTrainConfig:
     # samples more mid/high-noise timesteps). Added after v2's text encoder was found to ignore
     # position words entirely (benchmarks/prompt_sensitivity.py).
     layout_share: float = 0.0
+    # Weight of the token-grounding loss (TokenCompose, `egaku.train.grounding`): each object
+    # phrase's cross-attention should fall on its object. 0 turns it off.
+    grounding_weight: float = 0.0
     max_steps: int = 1_000_000  # UNet steps; usually the time budget ends the run first
     minutes: float = 120.0  # wall-clock budget for this invocation (all phases)
     checkpoint_minutes: float = 5.0
@@ -80,6 +85,8 @@ class BaseTrainConfig:
             raise InvalidRequestError(f"layout-share must be between 0 and 1, not {self.layout_share:g}")
         if self.object_loss_weight <= 0:
             raise InvalidRequestError(f"object-loss-weight must be positive, not {self.object_loss_weight:g}")
+        if self.grounding_weight < 0:
+            raise InvalidRequestError(f"grounding-weight must be 0 or more, not {self.grounding_weight:g}")
 
 
 def _load_components(cfg: BaseTrainConfig):
@@ -152,9 +159,17 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
     weights = None
     if cfg.object_loss_weight != 1.0:
         weights = 1.0 + (cfg.object_loss_weight - 1.0) * latent_object_masks(scenes, latents_all.shape[-1])  # (N, 1, h, w)
+    recorder = AttentionRecorder(unet) if cfg.grounding_weight > 0 else None
+    region_masks: dict[int, torch.Tensor] = {}
+
+    def region_cache(i: int) -> torch.Tensor:  # (n_objects, h, w): each object's mask, max-pooled to latent size
+        if i not in region_masks:
+            region_masks[i] = F.adaptive_max_pool2d(torch.from_numpy(object_masks(scenes[i])), latents_all.shape[-1])
+        return region_masks[i]
+
     unet.train()
     te.train()
-    last_ck, t_last, losses = time.time(), time.time(), []
+    last_ck, t_last, losses, g_losses = time.time(), time.time(), [], []
 
     def checkpoint():
         save_checkpoint({"unet": unet.state_dict(), "te": te.state_dict(), "ema": ema, "opt": opt.state_dict(), "step": step,
@@ -164,9 +179,10 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
     while step < cfg.max_steps and time.time() < deadline:
         idx = [rng.randrange(len(scenes)) for _ in range(cfg.batch)]
         x0 = latents_all[idx].float() * scale  # (B, 4, 16, 16)
-        texts = [fitting_caption(scenes[i], rng, tok, positions=True) if k < n_layout
-                 else "" if rng.random() < cfg.uncond_prob else fitting_caption(scenes[i], rng, tok)
-                 for k, i in enumerate(idx)]
+        captions = [fitting_caption_with_spans(scenes[i], rng, tok, positions=True) if k < n_layout
+                    else ("", []) if rng.random() < cfg.uncond_prob else fitting_caption_with_spans(scenes[i], rng, tok)
+                    for k, i in enumerate(idx)]
+        texts = [text for text, _ in captions]
         ids = tokenize(tok, texts)  # (B, 77)
         noise = torch.randn_like(x0)
         t = torch.randint(0, n_timesteps, (cfg.batch,))
@@ -175,7 +191,15 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
         cond = te(ids).last_hidden_state  # (B, 77, D)
-        pred = unet(xt, t, cond).sample  # (B, 4, 16, 16)
+        if recorder is None:
+            pred = unet(xt, t, cond).sample  # (B, 4, 16, 16)
+        else:
+            with recorder:
+                pred = unet(xt, t, cond).sample
+                maps = recorder.maps
+            spans = [sp for _, sp in captions]
+            g_loss = grounding_loss(maps, phrase_token_masks(tok, texts, spans, MAX_PHRASES),
+                                    phrase_region_masks([region_cache(i) for i in idx], spans, MAX_PHRASES))
         target = diffusion_target(noise_sched, x0, noise, t)
         per_pixel = F.mse_loss(pred, target, reduction="none")  # (B, 4, h, w)
         per_sample = per_pixel.mean(dim=(1, 2, 3))
@@ -185,6 +209,9 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
         else:
             weighted = per_sample
         loss = (weighted * min_snr_weights(noise_sched, t, cfg.min_snr_gamma)).mean()
+        if recorder is not None:
+            loss = loss + cfg.grounding_weight * g_loss
+            g_losses.append(float(g_loss.detach()))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -203,8 +230,9 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
                         ema[name][k].copy_(v)
         if step % 25 == 0:
             now = time.time()
-            log_line(out, phase="unet", step=step, loss=sum(losses) / len(losses), s_per_step=(now - t_last) / 25)
-            losses, t_last = [], now
+            extra = {"grounding_loss": sum(g_losses) / len(g_losses)} if g_losses else {}
+            log_line(out, phase="unet", step=step, loss=sum(losses) / len(losses), s_per_step=(now - t_last) / 25, **extra)
+            losses, g_losses, t_last = [], [], now
         if time.time() - last_ck > cfg.checkpoint_minutes * 60:
             checkpoint()
             last_ck = time.time()
@@ -305,7 +333,7 @@ def train_base(cfg: BaseTrainConfig, out: str | Path, export_to: str | Path | No
     ema, step = train_unet(unet, te, tok, sched_cfg, pool, cfg, out, deadline, on_sample, sample_modules)
     info = {"unet_steps": step, "batch": cfg.batch, "vae_steps": cfg.vae_steps, "decoder_steps": cfg.decoder_steps,
             "pool_size": cfg.pool_size, "object_loss_weight": cfg.object_loss_weight,
-            "layout_share": cfg.layout_share,
+            "layout_share": cfg.layout_share, "grounding_weight": cfg.grounding_weight,
             "scaling_factor": pool["scaling_factor"], "seed": cfg.seed, "init_from": cfg.init_from}
     if export_to:
         export_builtin(vae, unet, te, ema, pool["scaling_factor"], cfg, Path(export_to), info)

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from egaku.world.captions import caption
+from egaku.world.captions import Span, caption_with_spans
 from egaku.world.render import render
 from egaku.world.scene import Scene, sample_scene
 
@@ -27,14 +27,20 @@ def fitting_caption(scene: Scene, rng: random.Random, tokenizer, lang: str | Non
                     positions: bool | None = None) -> str:
     """A random caption (random language unless given) that fits one 77-token chunk; `positions`
     as `egaku.world.captions.caption` (None: named at random)."""
+    return fitting_caption_with_spans(scene, rng, tokenizer, lang, positions)[0]
+
+
+def fitting_caption_with_spans(scene: Scene, rng: random.Random, tokenizer, lang: str | None = None,
+                               positions: bool | None = None) -> tuple[str, list[Span]]:
+    """`fitting_caption` and its object phrases (`egaku.world.captions.caption_with_spans`)."""
     lang = lang or rng.choice(("en", "ja"))
     for attempt in range(6):
         short = attempt >= 3  # long Japanese captions: drop sizes and background
-        text = caption(scene, lang, rng, positions=positions, sizes=False if short else None,
-                       background=False if short else None)
+        text, spans = caption_with_spans(scene, lang, rng, positions=positions, sizes=False if short else None,
+                                         background=False if short else None)
         if len(tokenizer(text).input_ids) <= tokenizer.model_max_length:
-            return text
-    return text  # the tokenizer truncates; rare
+            return text, spans
+    return text, spans  # the tokenizer truncates; rare
 
 
 def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:

@@ -90,6 +90,34 @@ def caption(
     colors: bool | None = None,
 ) -> str:
     """One caption of `scene` in `lang` ("en" or "ja"). None for a flag means: decide at random."""
+    return caption_with_spans(scene, lang, rng, positions=positions, sizes=sizes, background=background, colors=colors)[0]
+
+
+Span = tuple[int, int, tuple[int, ...]]  # (start, end) characters of one object phrase, and its objects
+
+
+def caption_with_spans(
+    scene: Scene,
+    lang: str,
+    rng: random.Random,
+    *,
+    positions: bool | None = None,
+    sizes: bool | None = None,
+    background: bool | None = None,
+    colors: bool | None = None,
+) -> tuple[str, list[Span]]:
+    """`caption`, plus where each object phrase lies in it and which of `scene.objects` it describes
+    (all of them for a counted group, "three red stars"). Same random draws, so the same caption."""
+    text, parts, owners = _compose(scene, lang, rng, positions, sizes, background, colors)
+    spans, cursor = [], 0
+    for part, objs in zip(parts, owners):
+        start = text.index(part, cursor)  # phrases appear in order, only separators between them
+        cursor = start + len(part)
+        spans.append((start, cursor, objs))
+    return text, spans
+
+
+def _compose(scene, lang, rng, positions, sizes, background, colors) -> tuple[str, list[str], list[tuple[int, ...]]]:
     if lang not in LANGS:
         raise ValueError(f"unknown caption language {lang!r}")
     with_pos = rng.random() < 0.8 if positions is None else positions
@@ -99,8 +127,10 @@ def caption(
     fmt = _obj_en if lang == "en" else _obj_ja
     if scene.group and not with_pos:
         parts = [fmt(rng, scene.objects[0], with_size, False, len(scene.objects), with_color)]
+        owners = [tuple(range(len(scene.objects)))]
     else:
         parts = [fmt(rng, o, with_size, with_pos, 1, with_color) for o in scene.objects]
+        owners = [(i,) for i in range(len(scene.objects))]
     bg = scene.background
     if lang == "en":
         text = _join_en(rng, parts)
@@ -108,11 +138,11 @@ def caption(
             text += _background_en(rng, bg)
         if scene.artist:
             text += _style_en(rng, scene.artist)
-        return text
+        return text, parts, owners
     text = "、".join(parts)
     if with_bg:
         bgj = COLOR_BY_NAME[bg].ja_noun
         text = rng.choice((f"{text}、背景は{bgj}", f"{bgj}い背景に{text}" if bgj in ("赤", "青", "白", "黒") else f"{bgj}の背景に{text}"))
     if scene.artist:
         text += _style_ja(rng, scene.artist)
-    return text
+    return text, parts, owners

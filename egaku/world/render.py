@@ -156,16 +156,20 @@ def render(scene: Scene) -> np.ndarray:
 
 def object_mask(scene: Scene) -> np.ndarray:
     """(128, 128) float32 in [0, 1]: how much of each pixel the scene's objects paint (as `render`)."""
-    mask = np.zeros((CANVAS, CANVAS), np.float32)
-    for obj in scene.objects:
+    return object_masks(scene).max(axis=0, initial=0.0)
+
+
+def object_masks(scene: Scene) -> np.ndarray:
+    """(n_objects, 128, 128) float32 in [0, 1]: each object's own coverage, in `scene.objects` order."""
+    out = np.zeros((len(scene.objects), CANVAS, CANVAS), np.float32)
+    for mask, obj in zip(out, scene.objects):
         x0, y0 = object_origin(obj)
         fill, _ = object_layers(obj.shape, obj.size, scene.style, x0, y0)
         window = _window(x0, y0, mask.shape)
         if window is not None:
             (ya, yb, xa, xb), sl = window
-            region = mask[ya:yb, xa:xb]
-            np.maximum(region, fill[sl], out=region)
-    return mask
+            mask[ya:yb, xa:xb] = fill[sl]
+    return out
 
 
 def render_image(scene: Scene) -> Image.Image:

@@ -44,7 +44,8 @@ def test_training_lowers_the_loss(tiny_config, tmp_path):
     vae.load_state_dict(torch.load(tmp_path / "run" / "vae.pt", weights_only=True)["model"])
     pool = build_pool(vae, cfg, tmp_path / "run")
     before = fixed_batch_loss(unet, te, tok, sched, pool)
-    train_base(_cfg(tiny_config, max_steps=40, lr=2e-3, object_loss_weight=5.0, layout_share=0.25), tmp_path / "run")
+    train_base(_cfg(tiny_config, max_steps=40, lr=2e-3, object_loss_weight=5.0, layout_share=0.25, grounding_weight=0.1),
+               tmp_path / "run")
     state = torch.load(tmp_path / "run" / "unet.pt", weights_only=True)
     assert state["step"] == 40
     unet.load_state_dict(state["unet"])
@@ -63,6 +64,8 @@ def test_bad_training_settings_are_one_line_errors(tmp_path):
         BaseTrainConfig(layout_share=1.5)
     with pytest.raises(InvalidRequestError, match="object-loss-weight must be positive, not 0"):
         BaseTrainConfig(object_loss_weight=0)
+    with pytest.raises(InvalidRequestError, match="grounding-weight must be 0 or more, not -1"):
+        BaseTrainConfig(grounding_weight=-1)
     proc = subprocess.run([sys.executable, "-m", "egaku.cli.main", "train", "base", "--out", str(tmp_path / "run"),
                            "--layout-share", "2"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and not (tmp_path / "run").exists()

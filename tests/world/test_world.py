@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from egaku.world.analyze import analyze
-from egaku.world.captions import caption
+from egaku.world.captions import caption, caption_with_spans
 from egaku.world.render import render
 from egaku.world.scene import Scene, WorldObject, sample_scene
 from egaku.world.vocab import (
@@ -16,6 +16,7 @@ from egaku.world.vocab import (
     HELDOUT_STYLE_SHAPE,
     POSITION_JA,
     SHAPE_JA,
+    SHAPE_PLURAL,
     SHAPES,
     STYLES,
     grid_center,
@@ -103,6 +104,30 @@ def test_counting_captions_use_numbers():
     assert en.startswith("three") and "pink hearts" in en
     ja = caption(scene, "ja", random.Random(1), positions=False)
     assert "3つ" in ja and "ピンクのハート" in ja
+
+
+def test_caption_spans_mark_each_object_phrase():
+    rng = random.Random(3)
+    for _ in range(300):
+        scene = sample_scene(rng)
+        lang = rng.choice(("en", "ja"))
+        seed = rng.random()
+        text, spans = caption_with_spans(scene, lang, random.Random(seed))
+        assert text == caption(scene, lang, random.Random(seed))  # same draws, same caption
+        assert sorted(i for *_, objs in spans for i in objs) == list(range(len(scene.objects)))
+        ends = [0]
+        for start, end, objs in spans:
+            assert start >= ends[-1], (text, spans)  # in order, not overlapping
+            ends.append(end)
+            phrase = text[start:end]
+            shape = scene.objects[objs[0]].shape
+            assert (SHAPE_JA[shape] if lang == "ja" else shape) in phrase, (phrase, shape)
+            assert all(SHAPE_PLURAL[scene.objects[o].shape] not in text[:start] + text[end:]
+                       for o in objs if len(objs) > 1), text  # a counted group is one phrase
+            for other in range(len(scene.objects)):
+                if other not in objs and scene.objects[other].shape != shape:
+                    other_word = scene.objects[other].shape
+                    assert (SHAPE_JA[other_word] if lang == "ja" else other_word) not in phrase, (phrase, text)
 
 
 def test_unknown_caption_language_is_an_error():
