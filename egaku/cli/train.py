@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     b.add_argument("--layout-share", type=float,
                    help="share of each batch with captions that name positions and noisier timesteps (default 0)")
     b.add_argument("--grounding-weight", type=float,
-                   help="weight of the token-grounding loss on cross-attention (TokenCompose; default 0: off)")
+                   help="weight of the token-grounding loss on cross-attention (TokenCompose; default 0.1, 0: off)")
     b.add_argument("--sample-every", type=int, help="write a sample grid every N UNet steps (default 500)")
     b.add_argument("--config-dir", type=Path, help="diffusers folder whose configs define the model")
     b.add_argument("--init-from", type=Path, metavar="DIR",

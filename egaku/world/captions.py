@@ -79,18 +79,10 @@ def _style_ja(rng: random.Random, artist: str) -> str:
     return rng.choice((f"、{name}の画風で", f"、{name}風", f"、{name}のスタイル"))
 
 
-def caption(
-    scene: Scene,
-    lang: str,
-    rng: random.Random,
-    *,
-    positions: bool | None = None,
-    sizes: bool | None = None,
-    background: bool | None = None,
-    colors: bool | None = None,
-) -> str:
-    """One caption of `scene` in `lang` ("en" or "ja"). None for a flag means: decide at random."""
-    return caption_with_spans(scene, lang, rng, positions=positions, sizes=sizes, background=background, colors=colors)[0]
+def caption(scene: Scene, lang: str, rng: random.Random, **flags: bool | None) -> str:
+    """One caption of `scene` in `lang` ("en" or "ja"). Flags (positions, sizes, background, colors):
+    whether to name each; None or absent means decide at random."""
+    return caption_with_spans(scene, lang, rng, **flags)[0]
 
 
 Span = tuple[int, int, tuple[int, ...]]  # (start, end) characters of one object phrase, and its objects

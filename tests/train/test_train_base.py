@@ -103,6 +103,8 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_config, tmp_path)
         assert torch.equal(a["unet"][k], b["unet"][k]), k
     for k in a["ema"]["unet"]:
         assert torch.equal(a["ema"]["unet"][k], b["ema"]["unet"][k]), k
+    history = json.loads((tmp_path / "resumed" / "history.json").read_text())
+    assert [(h["from_step"], h["to_step"]) for h in history] == [(0, 3), (3, 6)]
 
 
 def test_export_writes_a_loadable_fp16_model(tiny_config, tmp_path):
@@ -114,7 +116,9 @@ def test_export_writes_a_loadable_fp16_model(tiny_config, tmp_path):
     bundle = load_model(str(out))
     assert bundle.unet.config.cross_attention_dim == 32
     assert bundle.vae.config.scaling_factor == pytest.approx(result["scaling_factor"])
-    assert json.loads((out / "TRAINING.json").read_text())["unet_steps"] == 2
+    info = json.loads((out / "TRAINING.json").read_text())
+    assert info["unet_steps"] == 2
+    assert [(h["from_step"], h["to_step"]) for h in info["history"]] == [(0, 2)]
 
 
 def test_a_new_run_can_start_from_an_exported_model(tiny_config, tmp_path):
