@@ -52,6 +52,8 @@ def main() -> None:
                     help="prior preservation: N base-model images of other world captions as class-data (lora, dreambooth)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.reg_images < 0:
+        ap.error(f"--reg-images must be 0 or more, not {args.reg_images}")
 
     from egaku.engine import Engine
     from egaku.eval.run import EvalSettings, evaluate
