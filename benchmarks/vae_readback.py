@@ -1,5 +1,6 @@
 """How well a VAE keeps the shapes world: the share of random scenes that the world's analyzer reads
-back fully right (background, every object's shape, colour and position, style) after encode -> decode.
+back fully right (background, every object's shape, colour and position, style) after encode -> decode,
+and per object shape and per scene style, the share read back as in the original render.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/vae_readback.py egaku/models/builtin/vae OTHER/vae
 
@@ -10,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import random
+from collections import Counter
 
 import torch
 
 
-def readback(folder: str, scenes: int, seed: int) -> tuple[int, int]:
+def readback(folder: str, scenes: int, seed: int) -> tuple[int, Counter, Counter]:
     from diffusers import AutoencoderKL
     from PIL import Image
 
@@ -29,12 +31,21 @@ def readback(folder: str, scenes: int, seed: int) -> tuple[int, int]:
 
     vae = AutoencoderKL.from_pretrained(folder).float()
     rng, right = random.Random(seed), 0
+    shapes, styles = Counter(), Counter()  # per shape / style: [read back right, seen]
     for start in range(0, scenes, 8):
         _, x = render_batch(rng, min(8, scenes - start))  # (B, 3, 128, 128)
         with torch.no_grad():
             rec = vae.decode(vae.encode(x).latent_dist.mean).sample
-        right += sum(key(analyze(to_image(r))) == key(analyze(to_image(t))) for r, t in zip(rec, x))
-    return right, scenes
+        for r, t in zip(rec, x):
+            got, want = analyze(to_image(r)), analyze(to_image(t))
+            right += key(got) == key(want)
+            at = {o.position: o.shape for o in got.objects}
+            for o in want.objects:
+                shapes[o.shape, "n"] += 1
+                shapes[o.shape, "ok"] += at.get(o.position) == o.shape
+            styles["n"] += 1
+            styles["ok"] += got.artist == want.artist
+    return right, shapes, styles
 
 
 def main() -> None:
@@ -44,8 +55,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11)
     args = ap.parse_args()
     for folder in args.folders:
-        right, n = readback(folder, args.scenes, args.seed)
+        right, shapes, styles = readback(folder, args.scenes, args.seed)
+        n = args.scenes
         print(f"{folder}: {right}/{n} scenes read back fully right ({right / n:.0%})")
+        per_shape = ", ".join(f"{s} {shapes[s, 'ok']}/{shapes[s, 'n']}" for s in sorted({k for k, _ in shapes}))
+        total = sum(shapes[k] for k in shapes if k[1] == "ok"), sum(shapes[k] for k in shapes if k[1] == "n")
+        print(f"  shapes {total[0]}/{total[1]} ({total[0] / total[1]:.0%}): {per_shape}")
+        print(f"  style (artist) {styles['ok']}/{styles['n']} ({styles['ok'] / styles['n']:.0%})")
 
 
 if __name__ == "__main__":
