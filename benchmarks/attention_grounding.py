@@ -16,7 +16,6 @@ import argparse
 import random
 
 import torch
-import torch.nn.functional as F
 
 TIMESTEPS = (999, 800, 500, 200)
 
@@ -27,7 +26,7 @@ def grounding(folder: str, n: int = 48, seed: int = 5) -> dict:
 
     from egaku.models import load_model
     from egaku.train.data import fitting_caption_with_spans, images_to_tensor, tokenize
-    from egaku.train.grounding import AttentionRecorder, phrase_region_masks, phrase_token_masks
+    from egaku.train.grounding import AttentionRecorder, attention_on_phrases, phrase_region_masks, phrase_token_masks
     from egaku.world.render import object_masks, render
     from egaku.world.scene import sample_scene
 
@@ -52,12 +51,8 @@ def grounding(folder: str, n: int = 48, seed: int = 5) -> dict:
             maps = list(rec.maps)
         row = []
         for probs in maps:  # (n, heads, N, 77)
-            side = int(probs.shape[2] ** 0.5)
-            attn = probs.float().mean(1)  # (n, N, 77)
-            per_phrase = torch.einsum("bnt,bkt->bkn", attn, tokens)  # (n, 3, N)
-            inside = F.adaptive_max_pool2d(regions, side).flatten(2).gt(0.05).float()
-            share = (per_phrase * inside).sum(-1) / per_phrase.sum(-1).clamp(min=1e-8)
-            row.append((side, float(share[valid].mean()), float(inside.mean(-1)[valid].mean())))
+            share, inside = attention_on_phrases(probs, tokens, regions)  # (n, 3), (n, 3, N)
+            row.append((int(probs.shape[2] ** 0.5), float(share[valid].mean()), float(inside.mean(-1)[valid].mean())))
         out[t] = row
     return out
 

@@ -16,7 +16,7 @@ from collections import Counter
 import torch
 
 
-def readback(folder: str, scenes: int, seed: int) -> tuple[int, Counter, Counter]:
+def readback(folder: str, scenes: int, seed: int) -> tuple[int, Counter, Counter, int]:
     from diffusers import AutoencoderKL
     from PIL import Image
 
@@ -31,7 +31,7 @@ def readback(folder: str, scenes: int, seed: int) -> tuple[int, Counter, Counter
 
     vae = AutoencoderKL.from_pretrained(folder).float()
     rng, right = random.Random(seed), 0
-    shapes, styles = Counter(), Counter()  # per shape / style: [read back right, seen]
+    shape_ok, shape_n, style_ok = Counter(), Counter(), 0  # per shape: read back right, seen
     for start in range(0, scenes, 8):
         _, x = render_batch(rng, min(8, scenes - start))  # (B, 3, 128, 128)
         with torch.no_grad():
@@ -41,11 +41,10 @@ def readback(folder: str, scenes: int, seed: int) -> tuple[int, Counter, Counter
             right += key(got) == key(want)
             at = {o.position: o.shape for o in got.objects}
             for o in want.objects:
-                shapes[o.shape, "n"] += 1
-                shapes[o.shape, "ok"] += at.get(o.position) == o.shape
-            styles["n"] += 1
-            styles["ok"] += got.artist == want.artist
-    return right, shapes, styles
+                shape_n[o.shape] += 1
+                shape_ok[o.shape] += at.get(o.position) == o.shape
+            style_ok += got.artist == want.artist
+    return right, shape_ok, shape_n, style_ok
 
 
 def main() -> None:
@@ -55,13 +54,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11)
     args = ap.parse_args()
     for folder in args.folders:
-        right, shapes, styles = readback(folder, args.scenes, args.seed)
+        right, shape_ok, shape_n, style_ok = readback(folder, args.scenes, args.seed)
         n = args.scenes
         print(f"{folder}: {right}/{n} scenes read back fully right ({right / n:.0%})")
-        per_shape = ", ".join(f"{s} {shapes[s, 'ok']}/{shapes[s, 'n']}" for s in sorted({k for k, _ in shapes}))
-        total = sum(shapes[k] for k in shapes if k[1] == "ok"), sum(shapes[k] for k in shapes if k[1] == "n")
-        print(f"  shapes {total[0]}/{total[1]} ({total[0] / total[1]:.0%}): {per_shape}")
-        print(f"  style (artist) {styles['ok']}/{styles['n']} ({styles['ok'] / styles['n']:.0%})")
+        per_shape = ", ".join(f"{s} {shape_ok[s]}/{shape_n[s]}" for s in sorted(shape_n))
+        ok, seen = sum(shape_ok.values()), sum(shape_n.values())
+        print(f"  shapes {ok}/{seen} ({ok / seen:.0%}): {per_shape}")
+        print(f"  style (artist) {style_ok}/{n} ({style_ok / n:.0%})")
 
 
 if __name__ == "__main__":

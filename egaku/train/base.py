@@ -31,7 +31,13 @@ import torch.nn.functional as F
 
 from egaku.errors import InvalidRequestError
 from egaku.train.data import fitting_caption, fitting_caption_with_spans, render_batch, tokenize
-from egaku.train.grounding import AttentionRecorder, grounding_loss, phrase_region_masks, phrase_token_masks
+from egaku.train.grounding import (
+    AttentionRecorder,
+    grounding_loss,
+    phrase_region_masks,
+    phrase_token_masks,
+    touched_cells,
+)
 from egaku.train.objective import diffusion_target, min_snr_weights
 from egaku.train.run_io import log_line, progress_bar, rng_from_list, rng_to_list, save_checkpoint
 from egaku.train.vae import train_decoder, train_vae
@@ -134,7 +140,8 @@ def build_pool(vae, cfg: BaseTrainConfig, out: Path) -> dict:
 
 def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, deadline: float, on_sample=None,
                sample_modules: dict | None = None):
-    """Phase 3: text encoder + UNet on the latent pool. Returns the EMA state dicts."""
+    """Phase 3: text encoder + UNet on the latent pool. Returns the EMA state dicts, and the UNet
+    steps at which this invocation started and stopped."""
     from diffusers import DDPMScheduler
 
     noise_sched = DDPMScheduler.from_config(sched_cfg)
@@ -154,6 +161,7 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
         step = state["step"]
         rng.setstate(rng_from_list(state["rng"]))
         torch.set_rng_state(state["torch_rng"])
+    first_step = step
     scale = pool["scaling_factor"]
     latents_all, scenes = pool["latents"], pool["scenes"]
     n_timesteps = noise_sched.config.num_train_timesteps
@@ -244,13 +252,13 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
             te.train()
     bar.close()
     checkpoint()
-    return ema, step
+    return ema, first_step, step
 
 
 def latent_object_masks(scenes, size: int) -> torch.Tensor:
     """(N, 1, size, size) 1 where a latent pixel's image patch touches an object, else 0."""
     masks = torch.from_numpy(np.stack([object_mask(sc) for sc in scenes]))[:, None]  # (N, 1, 128, 128)
-    return F.adaptive_max_pool2d(masks, size).gt(0.05).float()
+    return touched_cells(masks, size)
 
 
 @torch.no_grad()
@@ -345,8 +353,7 @@ def train_base(cfg: BaseTrainConfig, out: str | Path, export_to: str | Path | No
     vae.requires_grad_(False)
     pool = build_pool(vae, cfg, out)
     sample_modules = {"vae": vae, "tokenizer": tok, "scheduler_config": sched_cfg, "scaling_factor": pool["scaling_factor"]}
-    first = torch.load(out / "unet.pt", weights_only=True)["step"] if (out / "unet.pt").exists() else 0
-    ema, step = train_unet(unet, te, tok, sched_cfg, pool, cfg, out, deadline, on_sample, sample_modules)
+    ema, first, step = train_unet(unet, te, tok, sched_cfg, pool, cfg, out, deadline, on_sample, sample_modules)
     recipe = {"object_loss_weight": cfg.object_loss_weight, "layout_share": cfg.layout_share,
               "grounding_weight": cfg.grounding_weight, "lr": cfg.lr}
     info = {"unet_steps": step, "batch": cfg.batch, "vae_steps": cfg.vae_steps, "decoder_steps": cfg.decoder_steps,

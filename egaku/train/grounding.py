@@ -90,20 +90,32 @@ def phrase_region_masks(object_masks: list[torch.Tensor], spans: list[list[Span]
     return out
 
 
+def touched_cells(masks: torch.Tensor, side: int) -> torch.Tensor:
+    """(..., side, side) 1 where a cell of a `side` x `side` grid over the (..., S, S) pixel masks
+    holds any of the mask (coverage above 5%, to skip antialiasing fringes), else 0."""
+    return F.adaptive_max_pool2d(masks, side).gt(0.05).float()
+
+
+def attention_on_phrases(probs: torch.Tensor, token_masks: torch.Tensor, regions: torch.Tensor):
+    """For one layer's (B, heads, H*W, T) attention: (share, inside), where share (B, K) is the part
+    of phrase k's attention (mean over heads) that falls inside its mask, and inside (B, K, H*W) is
+    that mask on the layer's grid. token_masks (B, K, T); regions (B, K, S, S) pixel masks."""
+    side = int(probs.shape[2] ** 0.5)
+    attn = probs.float().mean(1)  # (B, N, T)
+    per_phrase = torch.einsum("bnt,bkt->bkn", attn, token_masks)  # (B, K, N)
+    inside = touched_cells(regions, side).flatten(2)  # (B, K, N)
+    return (per_phrase * inside).sum(-1) / per_phrase.sum(-1).clamp(min=1e-8), inside
+
+
 def grounding_loss(maps: list[torch.Tensor], token_masks: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
     """TokenCompose's token loss, (1 - attention inside the mask / all attention)^2, for every
     phrase and every recorded layer, averaged. maps: (B, heads, H*W, T) each; token_masks
     (B, K, T); regions (B, K, S, S) pixel masks, max-pooled to each layer's resolution."""
-    n_tokens = token_masks.sum(-1)  # (B, K)
-    valid = (n_tokens > 0).float()
+    valid = (token_masks.sum(-1) > 0).float()  # (B, K)
     if not maps or valid.sum() == 0:
         return token_masks.new_zeros(())
     losses = []
     for probs in maps:
-        side = int(probs.shape[2] ** 0.5)
-        attn = probs.float().mean(1)  # (B, N, T)
-        per_phrase = torch.einsum("bnt,bkt->bkn", attn, token_masks) / n_tokens.clamp(min=1)[..., None]  # (B, K, N)
-        inside_mask = F.adaptive_max_pool2d(regions, side).flatten(2).gt(0.05).float()  # (B, K, N)
-        inside = (per_phrase * inside_mask).sum(-1) / per_phrase.sum(-1).clamp(min=1e-8)  # (B, K)
+        inside, _ = attention_on_phrases(probs, token_masks, regions)  # (B, K)
         losses.append((((1 - inside) ** 2) * valid).sum() / valid.sum())
     return torch.stack(losses).mean()
