@@ -14,6 +14,7 @@ from egaku.world.vocab import (
     COLORS,
     HELDOUT_COLOR_SHAPE,
     HELDOUT_STYLE_SHAPE,
+    POSITION_EN,
     POSITION_JA,
     SHAPE_JA,
     SHAPE_PLURAL,
@@ -104,6 +105,19 @@ def test_counting_captions_use_numbers():
     assert en.startswith("three") and "pink hearts" in en
     ja = caption(scene, "ja", random.Random(1), positions=False)
     assert "3つ" in ja and "ピンクのハート" in ja
+
+
+def test_counted_groups_can_also_say_where_each_one_is():
+    objs = [WorldObject("heart", "pink", p, "small") for p in ("left", "center", "right")]
+    scene = Scene("white", objs, None, group=True)
+    rng = random.Random(0)
+    en = [caption(scene, "en", rng, positions=True) for _ in range(40)]
+    counted = [t for t in en if t.startswith("three")]
+    assert 0 < len(counted) < len(en)  # counted most of the time, one by one otherwise
+    for t in counted:
+        assert all(any(p in t for p in POSITION_EN[pos]) for pos in ("left", "center", "right")), t
+    ja = [caption(scene, "ja", rng, positions=True) for _ in range(40)]
+    assert any("左と中央と右に" in t and "3つ" in t for t in ja), ja
 
 
 def test_caption_spans_mark_each_object_phrase():
