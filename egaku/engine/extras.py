@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from egaku.engine.prompts.chunks import placeholders
 from egaku.engine.request import MAX_LORA_WEIGHT
 from egaku.errors import EgakuError, InvalidRequestError, ModelLoadError
 from egaku.models.bundle import ModelBundle
@@ -200,11 +201,6 @@ class TokenVectors:
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
-
-
-def placeholders(name: str, n: int) -> list[str]:
-    """The tokens standing for an embedding's n vectors (never produced by ordinary text)."""
-    return [f"<{name.lower()}-emb{i}>" for i in range(n)]
 
 
 def add_placeholder_tokens(tokenizer, tokens: list[str]) -> list[int]:

@@ -1,6 +1,8 @@
 """Weighted, chunked CLIP conditioning on tiny SD1/SD2/SDXL models, checked against the encoders
 run by hand on the token ids A1111 would build."""
 
+import copy
+
 import pytest
 import torch
 
@@ -12,7 +14,8 @@ from egaku.engine.prompts import (
     parse_prompt_attention,
     split_into_chunks,
 )
-from egaku.engine.prompts.chunks import chunk_input_ids
+from egaku.engine.extras import add_placeholder_tokens
+from egaku.engine.prompts.chunks import chunk_input_ids, placeholders
 from egaku.errors import InvalidRequestError
 from egaku.models.tiny import tiny_bundle
 
@@ -71,6 +74,20 @@ def test_long_prompt_without_nearby_comma_splits_hard(sd1):
     chunks = split_into_chunks(parse_prompt_attention(text), sd1.tokenizer)
     assert [len(c.tokens) for c in chunks] == [75, 26]
     assert PromptEncoder(sd1).encode(text).embeds.shape == (1, 154, 32)
+
+
+def test_an_embedding_is_never_split_between_chunks(sd1):
+    tok = copy.deepcopy(sd1.tokenizer)
+    emb = add_placeholder_tokens(tok, placeholders("ink", 4))
+    words = " ".join(placeholders("ink", 4))
+    # 73 words leave room for 2 of its 4 vectors: the chunk closes early and the embedding starts the next
+    chunks = split_into_chunks(parse_prompt_attention("cat " * 73 + words + " dog"), tok)
+    assert [len(c.tokens) for c in chunks] == [73, 5]
+    assert chunks[1].tokens == emb + [tok.convert_tokens_to_ids("dog</w>")]
+    # where it fits, it stays; a weight applies to all its vectors
+    chunks = split_into_chunks(parse_prompt_attention("cat " * 71 + f"({words}:1.2) dog"), tok)
+    assert [len(c.tokens) for c in chunks] == [75, 1]
+    assert chunks[0].tokens[71:] == emb and chunks[0].weights[71:] == [1.2] * 4
 
 
 def test_break_starts_a_new_chunk(sd1):

@@ -6,12 +6,15 @@ tokens, encoding each on its own and concatenating the results along the sequenc
 - when a chunk is full and a comma lies within its last 20 tokens, the chunk ends after that comma
   and the tokens after it move to the next chunk (A1111's "comma padding backtrack", default 20);
 - `BREAK` closes the current chunk early (the rest is padding);
+- a textual-inversion embedding's vectors stay in one chunk: when they do not fit in what is left
+  of the current one, it is closed and they start the next (A1111 does the same);
 - each chunk is BOS + tokens + EOS, then padded to 77 with the tokenizer's pad id (SD 1.x pads
   with EOS 49407; SD 2.x and SDXL's OpenCLIP encoder with "!" = 0), all padding at weight 1.0.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from egaku.engine.prompts.parser import extract_lora_tags, is_break, parse_prompt_attention
@@ -20,6 +23,24 @@ from egaku.engine.prompts.schedule import get_prompt_schedule
 MAX_TOKENS_PER_CHUNK = 75  # CLIP's 77 positions less BOS and EOS
 CHUNK_LENGTH = MAX_TOKENS_PER_CHUNK + 2
 COMMA_BACKTRACK = 20  # A1111's comma_padding_backtrack default
+_PLACEHOLDER = re.compile(r"<(.+)-emb(\d+)>")
+
+
+def placeholders(name: str, n: int) -> list[str]:
+    """The tokens standing for an embedding's n vectors (never produced by ordinary text)."""
+    return [f"<{name.lower()}-emb{i}>" for i in range(n)]
+
+
+def _embedding_length(ids: list[int], pos: int, tokenizer) -> int:
+    """How many vectors of one embedding start at ids[pos]: its run of placeholders, else 1."""
+    first = _PLACEHOLDER.fullmatch(tokenizer.convert_ids_to_tokens(ids[pos]))
+    if first is None or first.group(2) != "0":
+        return 1
+    names = placeholders(first.group(1), len(ids) - pos)
+    run = 1
+    while pos + run < len(ids) and tokenizer.convert_ids_to_tokens(ids[pos + run]) == names[run]:
+        run += 1
+    return run
 
 
 @dataclass
@@ -37,6 +58,7 @@ def split_into_chunks(fragments: list[tuple[str, float]], tokenizer) -> list[Pro
     """
     texts = [text for text, weight in fragments if not is_break((text, weight))]
     ids_per_text = iter(tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else [])
+    first_added = tokenizer.vocab_size  # ids from here on are added tokens: embedding placeholders
     comma = tokenizer.convert_tokens_to_ids(",</w>")
     if comma == tokenizer.unk_token_id:  # a vocabulary without the comma token: never backtrack
         comma = None
@@ -55,7 +77,8 @@ def split_into_chunks(fragments: list[tuple[str, float]], tokenizer) -> list[Pro
         if is_break(fragment):
             close()
             continue
-        for token in next(ids_per_text):
+        ids = next(ids_per_text)
+        for pos, token in enumerate(ids):
             if token == comma:
                 last_comma = len(tokens)
             elif (
@@ -71,6 +94,8 @@ def split_into_chunks(fragments: list[tuple[str, float]], tokenizer) -> list[Pro
                 tokens, weights = tail_tokens, tail_weights
             if len(tokens) == MAX_TOKENS_PER_CHUNK:
                 close()
+            elif token >= first_added and len(tokens) + _embedding_length(ids, pos, tokenizer) > MAX_TOKENS_PER_CHUNK:
+                close()  # an embedding's vectors are read together, never split over two chunks
             tokens.append(token)
             weights.append(fragment[1])
     if tokens or not chunks:
