@@ -22,7 +22,7 @@ from egaku.errors import InvalidImageError, InvalidRequestError, ModelNotFoundEr
 
 # GenerationRequest fields a flag (or --from) can set; a flag left out is None here.
 REQUEST_FLAGS = (
-    "prompt", "negative_prompt", "model", "sampler", "steps", "cfg_scale", "seed", "width", "height",
+    "prompt", "negative_prompt", "model", "sampler", "steps", "cfg_scale", "cfg_rescale", "seed", "width", "height",
     "batch_size", "batch_count", "clip_skip", "strength", "mask_blur",
 )
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -60,6 +60,8 @@ def register(subparsers) -> None:
     p.add_argument("--sampler", metavar="NAME", help="sampler, as A1111 names it (see `egaku samplers`)")
     p.add_argument("--steps", type=int, metavar="N", help="sampling steps (default 20)")
     p.add_argument("--cfg", dest="cfg_scale", type=float, metavar="X", help="CFG scale (default 7)")
+    p.add_argument("--cfg-rescale", dest="cfg_rescale", type=float, metavar="PHI",
+                   help="CFG rescale, 0..1 (default 0 = off; 0.7 is usual for v-prediction models)")
     p.add_argument("--seed", type=int, metavar="N", help="seed; -1 = random (default); image i uses seed+i")
     p.add_argument("-W", "--width", type=int, metavar="N", help="width, a multiple of 8 (default: model's)")
     p.add_argument("-H", "--height", type=int, metavar="N", help="height, a multiple of 8")

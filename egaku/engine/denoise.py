@@ -25,6 +25,15 @@ from egaku.models.bundle import ModelBundle, ModelFamily
 PREVIEW_EVERY = 4  # steps between live previews (and always at the last step)
 
 
+def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """CFG rescale (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed",
+    §3.4): give the guided prediction the per-image std of the conditional one, blended by phi.
+    Applied to the model's output as it predicts it (eps or v), as diffusers' `guidance_rescale`."""
+    dims = tuple(range(1, guided.ndim))
+    rescaled = guided * (cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+    return phi * rescaled + (1 - phi) * guided
+
+
 class GenerationCancelled(EgakuError):
     """The caller set the cancel event; nothing was produced."""
 
@@ -122,6 +131,8 @@ def denoise(parts: list[Part], device: torch.device, dtype: torch.dtype) -> torc
     cfg_scales = torch.tensor(
         [float(part.plan.request.cfg_scale) for part in parts for _ in part.seeds], device=device, dtype=dtype
     ).view(batch, 1, 1, 1)  # (B, 1, 1, 1)
+    rescales = [float(part.plan.request.cfg_rescale) for part in parts for _ in part.seeds]
+    cfg_rescales = torch.tensor(rescales, device=device, dtype=dtype).view(batch, 1, 1, 1) if any(rescales) else None
     blend = plan.inpaint is not None and not bundle.is_inpaint and request.mask is not None
     nine = None
     if bundle.is_inpaint:
@@ -155,6 +166,8 @@ def denoise(parts: list[Part], device: torch.device, dtype: torch.dtype) -> torc
         if guided:
             out_uncond, out_cond = out.chunk(2)  # (B, 4, h, w) each
             out = out_uncond + cfg_scales * (out_cond - out_uncond)
+            if cfg_rescales is not None:
+                out = rescale_guidance(out, out_cond, cfg_rescales)
         latents = scheduler.step(out, t, latents, **extra_step).prev_sample  # (B, 4, h, w)
 
         # 6. 4-channel inpainting: keep the unmasked area on the init image's noising path

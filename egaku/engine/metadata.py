@@ -90,6 +90,7 @@ def format_parameters(
         "Steps": request.steps,
         "Sampler": request.sampler,
         "CFG scale": _number(request.cfg_scale),
+        "CFG Rescale phi": _number(request.cfg_rescale) if request.cfg_rescale else None,
         "Seed": seed,
         "Size": f"{width}x{height}" if width and height else None,
         "Model hash": model_hash or None,
@@ -173,6 +174,7 @@ def request_kwargs_from_parameters(params: dict) -> dict:
     fields = {
         "Steps": ("steps", int),
         "CFG scale": ("cfg_scale", float),
+        "CFG Rescale phi": ("cfg_rescale", float),
         "Seed": ("seed", int),
         "Size-1": ("width", int),
         "Size-2": ("height", int),

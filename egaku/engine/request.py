@@ -35,6 +35,9 @@ class GenerationRequest:
     sampler: str = "Euler a"
     steps: int = 20
     cfg_scale: float = 7.0
+    # CFG rescale phi (Lin et al. 2023, §3.4): 0 = plain CFG; ~0.7 keeps high CFG from burning out,
+    # above all on v-prediction and zero-terminal-SNR models
+    cfg_rescale: float = 0.0
     seed: int = -1
     width: int | None = None  # None = the model's native size
     height: int | None = None
@@ -69,6 +72,8 @@ class GenerationRequest:
             raise InvalidRequestError(f"steps must be between 1 and {MAX_STEPS}, got {self.steps}")
         if not 0.0 <= float(self.cfg_scale) <= MAX_CFG:
             raise InvalidRequestError(f"cfg scale must be between 0 and {MAX_CFG}, got {self.cfg_scale}")
+        if not 0.0 <= float(self.cfg_rescale) <= 1.0:
+            raise InvalidRequestError(f"cfg rescale must be between 0 and 1, got {self.cfg_rescale}")
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
             raise InvalidRequestError(f"batch size must be between 1 and {MAX_BATCH_SIZE}, got {self.batch_size}")
         if not 1 <= self.batch_count <= MAX_BATCH_COUNT:

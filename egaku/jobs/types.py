@@ -38,6 +38,7 @@ class JobSpec:
     sampler: str = "Euler a"  # any name egaku.engine.samplers accepts (A1111 names)
     steps: int = 20
     cfg_scale: float = 7.0
+    cfg_rescale: float = 0.0  # CFG rescale phi, 0..1 (0 = off)
     seed: int = -1  # -1 = random, drawn at submit so the job shows it
     width: int | None = None  # None = the model's native size (resolved at submit, so cost is exact)
     height: int | None = None

@@ -209,6 +209,7 @@ def check_spec(spec: JobSpec, *, engine, settings: ServiceSettings) -> Checked:
     width, height = _int("width", spec.width, allow_none=True), _int("height", spec.height, allow_none=True)
     mask_blur = _int("mask_blur", spec.mask_blur)
     cfg_scale, strength = _number("cfg_scale", spec.cfg_scale), _number("strength", spec.strength)
+    cfg_rescale = _number("cfg_rescale", spec.cfg_rescale)
     if not 1 <= n <= settings.max_n:
         raise InvalidRequestError(f"n (images per job) must be between 1 and {settings.max_n}, got {n}")
     if spec.source not in SOURCES:
@@ -236,7 +237,8 @@ def check_spec(spec: JobSpec, *, engine, settings: ServiceSettings) -> Checked:
         mask = load_image(bytes(spec.mask), mode="L", max_pixels=settings.max_input_pixels, name="mask")
     request = GenerationRequest(
         prompt=spec.prompt, negative_prompt=spec.negative_prompt, model=model, sampler=sampler, steps=steps,
-        cfg_scale=cfg_scale, seed=seed, width=width, height=height, batch_size=n, init_image=init,
+        cfg_scale=cfg_scale, cfg_rescale=cfg_rescale, seed=seed, width=width, height=height, batch_size=n,
+        init_image=init,
         strength=strength, mask=mask, mask_blur=mask_blur, loras=[(d["name"], d["weight"]) for d in loras],
     ).validated()
 
@@ -244,7 +246,7 @@ def check_spec(spec: JobSpec, *, engine, settings: ServiceSettings) -> Checked:
     key = engine.batch_key(request) if engine is not None and hasattr(engine, "batch_key") else None
     stored = dict(
         prompt=spec.prompt, negative_prompt=spec.negative_prompt, model=model, sampler=sampler, steps=steps,
-        cfg_scale=cfg_scale, seed=seed, width=width, height=height, n=n, strength=strength,
+        cfg_scale=cfg_scale, cfg_rescale=cfg_rescale, seed=seed, width=width, height=height, n=n, strength=strength,
         init_image=spec.init_image is not None, mask=spec.mask is not None, mask_blur=mask_blur, loras=loras,
         webhook_url=webhook_url, source=spec.source,
     )

@@ -133,6 +133,7 @@ class Worker(threading.Thread):
         return GenerationRequest(
             prompt=spec["prompt"], negative_prompt=spec["negative_prompt"], model=spec["model"],
             sampler=spec["sampler"], steps=spec["steps"], cfg_scale=spec["cfg_scale"], seed=spec["seed"],
+            cfg_rescale=spec.get("cfg_rescale", 0.0),  # jobs stored before CFG rescale: off
             width=spec["width"], height=spec["height"], batch_size=spec["n"], init_image=init,
             strength=spec["strength"], mask=mask, mask_blur=spec["mask_blur"],
             loras=[(d["name"], float(d["weight"])) for d in spec.get("loras") or []],  # jobs stored before LoRAs: none

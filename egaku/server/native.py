@@ -49,7 +49,7 @@ def spec_from_request(body: JobRequest, settings: ServerSettings, *, source: str
         prompt=check_prompt(body.prompt, settings.max_prompt_chars),
         negative_prompt=check_prompt(body.negative_prompt, settings.max_prompt_chars, what="negative prompt"),
         model=body.model or None, sampler=body.sampler, steps=body.steps, cfg_scale=body.cfg_scale,
-        seed=body.seed, width=body.width, height=body.height, n=body.n, strength=body.strength,
+        cfg_rescale=body.cfg_rescale, seed=body.seed, width=body.width, height=body.height, n=body.n, strength=body.strength,
         init_image=init_image, mask=mask, mask_blur=body.mask_blur, loras=wire_loras.lora_pairs(body.loras),
         webhook_url=body.webhook_url or None, source=source,
     )

@@ -41,6 +41,7 @@ class JobRequest(BaseModel):
     sampler: str = Field("Euler a", description="see GET /api/v1/samplers")
     steps: int = 20
     cfg_scale: float = 7.0
+    cfg_rescale: float = Field(0.0, description="CFG rescale phi, 0..1 (0 = off; ~0.7 for v-prediction models)")
     seed: int = Field(-1, description="-1 = random; image i uses seed + i")
     width: int | None = Field(None, description="multiple of 8; null = the model's native size")
     height: int | None = None

@@ -4,8 +4,11 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from egaku.engine import Engine, GenerationCancelled, GenerationRequest, list_samplers
+from egaku.engine.denoise import rescale_guidance
+from egaku.engine.metadata import parse_parameters, request_kwargs_from_parameters
 from egaku.errors import InvalidRequestError
 from egaku.models.tiny import tiny_bundle
 
@@ -110,6 +113,30 @@ def test_cfg_one_skips_the_negative(engine):
     a = engine.generate(request(cfg_scale=1.0)).images[0]
     b = engine.generate(request(cfg_scale=1.0, negative_prompt="green triangles")).images[0]
     assert a.tobytes() == b.tobytes()
+
+
+def test_cfg_rescale_changes_the_image_and_is_recorded(engine):
+    plain = engine.generate(request(cfg_scale=12.0))
+    off = engine.generate(request(cfg_scale=12.0, cfg_rescale=0.0))
+    rescaled = engine.generate(request(cfg_scale=12.0, cfg_rescale=0.7))
+    assert off.images[0].tobytes() == plain.images[0].tobytes()  # 0 is plain CFG, bit for bit
+    assert np.abs(pixels(rescaled.images[0]) - pixels(plain.images[0])).mean() > 0.5
+    assert "CFG Rescale phi: 0.7," in rescaled.infotexts[0] and "CFG Rescale" not in plain.infotexts[0]
+    assert request_kwargs_from_parameters(parse_parameters(rescaled.infotexts[0]))["cfg_rescale"] == 0.7
+    with pytest.raises(InvalidRequestError, match="cfg rescale must be between 0 and 1"):
+        engine.generate(request(cfg_rescale=1.5))
+
+
+def test_rescale_guidance_matches_the_conditional_std_per_image():
+    gen = torch.Generator().manual_seed(0)
+    cond = torch.randn(2, 4, 8, 8, generator=gen)
+    guided = 3.0 * torch.randn(2, 4, 8, 8, generator=gen) + 1.0
+    phi = torch.tensor([1.0, 0.0]).view(2, 1, 1, 1)
+    out = rescale_guidance(guided, cond, phi)
+    torch.testing.assert_close(out[0].std(), cond[0].std())
+    torch.testing.assert_close(out[1], guided[1])
+    half = rescale_guidance(guided, cond, torch.full((2, 1, 1, 1), 0.5))
+    torch.testing.assert_close(half[1], 0.5 * guided[1] + 0.5 * guided[1] * cond[1].std() / guided[1].std())
 
 
 def test_long_prompt_against_short_negative(engine):

@@ -28,11 +28,12 @@ def pixels(image) -> np.ndarray:
     return np.asarray(image, dtype=np.int16)
 
 
-# Different prompts (one past 75 tokens, so chunk counts differ), negatives, seeds, CFG scales, batch sizes.
+# Different prompts (one past 75 tokens, so chunk counts differ), negatives, seeds, CFG scales and
+# rescales, batch sizes.
 MIXED = [
     dict(prompt="a red circle", seed=1, cfg_scale=7.0),
     dict(prompt="a blue star, " * 30, negative_prompt="green", seed=2, cfg_scale=3.0, batch_size=2),
-    dict(prompt="a (yellow:1.4) heart", seed=3, cfg_scale=9.5),
+    dict(prompt="a (yellow:1.4) heart", seed=3, cfg_scale=9.5, cfg_rescale=0.7),
 ]
 
 

@@ -96,7 +96,7 @@ def test_compatible_jobs_share_one_forward_pass(make_service):
     alice, _ = user_with_key(service, "alice", credits=100)
     bob, _ = user_with_key(service, "bob", credits=100)
     first = service.submit(alice, tiny("a red circle", steps=3, seed=1))
-    second = service.submit(bob, tiny("a blue square", steps=3, seed=2, cfg_scale=5))
+    second = service.submit(bob, tiny("a blue square", steps=3, seed=2, cfg_scale=5, cfg_rescale=0.5))
     other = service.submit(alice, tiny("a green star", steps=4, seed=3))  # other steps: another pass
     service.start()
     views = [service.wait(p, v.id, timeout=60) for p, v in ((alice, first), (bob, second), (alice, other))]
@@ -104,7 +104,8 @@ def test_compatible_jobs_share_one_forward_pass(make_service):
     assert engine.batches == [2]  # first + second together; `other` ran alone through generate()
     assert views[0].started_at == views[1].started_at != views[2].started_at
     assert [v.images[0].seed for v in views] == [1, 2, 3]
-    assert "CFG scale: 5" in views[1].images[0].infotext  # each job keeps its own settings
+    assert "CFG scale: 5, CFG Rescale phi: 0.5," in views[1].images[0].infotext  # each job keeps its own settings
+    assert "CFG Rescale" not in views[0].images[0].infotext
 
 
 def test_cancel_queued_refunds_at_once(make_service):

@@ -47,6 +47,7 @@ def test_published_cost_formula(make_service):
     (tiny(steps=0), InvalidRequestError, "steps"),
     (tiny(steps="20"), InvalidRequestError, "steps must be a whole number"),
     (tiny(cfg_scale=99), InvalidRequestError, "cfg scale"),
+    (tiny(cfg_rescale=-0.1), InvalidRequestError, "cfg rescale must be between 0 and 1"),
     (tiny(n=11), InvalidRequestError, "n \\(images per job\\)"),
     (tiny(seed=2**40), InvalidRequestError, "seed"),
     (JobSpec("x" * 4001), InvalidRequestError, "over the limit of 4000"),

@@ -57,12 +57,12 @@ def _events(live, job_id: str, user: str = "alice") -> list[tuple[str, dict]]:
 def test_submit_stream_and_fetch_the_image(live):
     before = live.get("/api/v1/account").json()["balance"]
     r = live.post("/api/v1/jobs", json={"prompt": "a red circle in the center, blue background", "steps": 4,
-                                        "seed": 7, "sampler": "DPM++ 2M"})
+                                        "seed": 7, "sampler": "DPM++ 2M", "cfg_rescale": 0.7})
     assert r.status_code == 202, r.text
     job = r.json()
     assert r.headers["Location"] == f"/api/v1/jobs/{job['id']}"
     assert job["status"] in ("queued", "running") and job["cost"] == 1
-    assert job["params"]["width"] == 128 and job["params"]["init_image"] is False
+    assert job["params"]["width"] == 128 and job["params"]["init_image"] is False and job["params"]["cfg_rescale"] == 0.7
 
     events = _events(live, job["id"])
     kinds = [k for k, _ in events]
@@ -79,6 +79,7 @@ def test_submit_stream_and_fetch_the_image(live):
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     im = decode_png(r.content)
     assert im.size == (128, 128) and "Seed: 7" in im.text["parameters"] and "DPM++ 2M" in im.text["parameters"]
+    assert "CFG Rescale phi: 0.7" in im.text["parameters"]
     # an <img> tag can use ?key=
     assert requests.get(f"{live.url}{image['url']}?key={live.keys['alice']}", timeout=30).content == r.content
     assert live.get("/api/v1/account").json()["balance"] == before - 1
@@ -125,6 +126,7 @@ def test_cancel_a_running_job_refunds_it(live):
     ({"prompt": "x", "sampler": "Euler z"}, 400, "invalid_request"),
     ({"prompt": "x", "model": "no-such-model"}, 404, "model_not_found"),
     ({"prompt": "x", "width": 100}, 400, "invalid_request"),
+    ({"prompt": "x", "cfg_rescale": 2}, 400, "invalid_request"),
     ({"prompt": "x", "n": 11}, 400, "invalid_request"),
     ({"prompt": "x", "steps": "many"}, 422, "validation_error"),
     ({"prompt": "x", "surprise": 1}, 422, "validation_error"),
