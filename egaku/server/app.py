@@ -12,7 +12,6 @@ recovering jobs a crash left behind) and stops them on shutdown.
 from __future__ import annotations
 
 import dataclasses
-import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -79,7 +78,7 @@ def create_app(service, *, settings: ServerSettings | None = None, studio_dir=_D
     app.state.service = service
     app.state.settings = settings
     app.state.default_models = {}  # user id -> model (A1111 sd_model_checkpoint); None = built-in
-    app.state.url_secret = secrets.token_bytes(32)  # signs OpenAI image URLs; new per process
+    app.state.url_secret = service.store.shared_secret("image_urls")  # signs OpenAI image URLs
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     for module in (native, stability, openai_images, a1111):

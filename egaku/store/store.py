@@ -29,7 +29,7 @@ from egaku.store.blobs import BlobStore
 from egaku.store.db import create_db_engine, migrate, normalize_url, writer
 from egaku.store.errors import Conflict, LimitReached, NotFound, StoreUnavailable
 from egaku.store.ids import new_id, utcnow
-from egaku.store.schema import ACTIVE, ApiKey, Image, Job, JobState, User, WebhookState
+from egaku.store.schema import ACTIVE, ApiKey, Image, Job, JobState, ServerSecret, User, WebhookState
 
 KEY_PREFIX = "egk_"
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
@@ -86,6 +86,21 @@ class Store:
         """A write transaction (BEGIN IMMEDIATE on SQLite), committed on success."""
         with self._write() as s, s.begin():
             yield s
+
+    def shared_secret(self, name: str) -> bytes:
+        """The 32-byte random secret stored under `name`, made on first use: the same for every
+        process on this database, and across restarts."""
+        with self.read() as s:
+            row = s.get(ServerSecret, name)
+        if row is None:
+            try:
+                with self.transaction() as s:
+                    s.add(ServerSecret(name=name, value=secrets.token_hex(32), created_at=utcnow()))
+            except IntegrityError:
+                pass  # another process made it first: use theirs
+            with self.read() as s:
+                row = s.get(ServerSecret, name)
+        return bytes.fromhex(row.value)
 
     # -- users and keys ------------------------------------------------------------------------------
 

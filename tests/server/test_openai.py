@@ -9,7 +9,9 @@ import numpy as np
 import openai
 import pytest
 import requests
-from liveserver import decode_png
+from liveserver import LiveServer, decode_png
+
+from egaku.server import create_app
 
 
 def client(live, user: str = "alice", key: str | None = None) -> openai.OpenAI:
@@ -32,6 +34,14 @@ def test_generate_b64_and_url(live):
     r = requests.get(url, timeout=30)  # OpenAI clients fetch these without a key
     assert r.status_code == 200 and decode_png(r.content).size == (128, 128)
     assert requests.get(url.replace(".png", "0.png"), timeout=30).status_code == 404  # tampered: refused
+    # another server process on the same database (or this one restarted) honours the link
+    other = LiveServer(create_app(live.service, manage_service=False))
+    other_url = other.start()
+    try:
+        r2 = requests.get(url.replace(live.url, other_url), timeout=30)
+        assert r2.status_code == 200 and r2.content == r.content
+    finally:
+        other.stop()
 
 
 def test_edit_repaints_transparent_pixels(live):

@@ -5,7 +5,7 @@ import hashlib
 import pytest
 from sqlalchemy import text
 
-from egaku.store import Conflict, NotFound
+from egaku.store import Conflict, NotFound, Store
 
 
 def _all_text(store) -> str:
@@ -56,3 +56,14 @@ def test_user_names_are_unique_and_checked(store):
     assert [u.name for u in store.list_users()] == ["carol"]
     with pytest.raises(NotFound):
         store.create_key("no-such-user")
+
+
+def test_shared_secret_is_made_once_and_shared_by_every_process(store, db_url, egaku_home):
+    first = store.shared_secret("image_urls")
+    assert len(first) == 32 and store.shared_secret("image_urls") == first
+    assert store.shared_secret("other") != first
+    again = Store.open(db_url, egaku_home)  # another process, or a restart
+    try:
+        assert again.shared_secret("image_urls") == first
+    finally:
+        again.close()

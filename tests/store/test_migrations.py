@@ -11,7 +11,8 @@ from egaku.store import Store, StoreUnavailable
 from egaku.store.db import MIGRATIONS, current_revision, normalize_url
 from egaku.store.schema import Account, Base
 
-TABLES = {"users", "api_keys", "accounts", "ledger_entries", "holds", "jobs", "images", "alembic_version"}
+TABLES = {"users", "api_keys", "accounts", "ledger_entries", "holds", "jobs", "images", "server_secrets",
+          "alembic_version"}
 
 
 def test_open_creates_every_table_at_head(store):
@@ -19,7 +20,7 @@ def test_open_creates_every_table_at_head(store):
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     head = ScriptDirectory.from_config(config).get_current_head()
-    assert current_revision(store.engine) == head == "0001"
+    assert current_revision(store.engine) == head == "0002"
     # the migration builds exactly what the ORM describes (types, nullability, indexes)
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
