@@ -45,7 +45,7 @@ from egaku.world.render import object_mask, object_masks
 from egaku.world.scene import scene_from_dict
 
 BUILTIN_CONFIG_DIR = Path(__file__).resolve().parent.parent / "models" / "builtin"
-MAX_PHRASES = 3  # object phrases per caption (scenes hold at most 3 objects)
+MAX_PHRASES = 4  # grounded phrases per caption: up to 3 objects and the artist's name
 
 
 @dataclass
@@ -79,8 +79,9 @@ class BaseTrainConfig:
     # position words entirely (benchmarks/prompt_sensitivity.py).
     layout_share: float = 0.0
     # Weight of the token-grounding loss (TokenCompose, `egaku.train.grounding`): each object
-    # phrase's cross-attention should fall on its object. 0 turns it off. Added after v3 was found
-    # to look at its objects no more than chance; with it, v4 follows positions (19% -> 100%).
+    # phrase's cross-attention should fall on its object, and the artist's name's on every object
+    # (v5). 0 turns it off. Added after v3 was found to look at its objects no more than chance;
+    # with it, v4 follows positions (19% -> 100%).
     grounding_weight: float = 0.1
     max_steps: int = 1_000_000  # UNet steps; usually the time budget ends the run first
     minutes: float = 120.0  # wall-clock budget for this invocation (all phases)
@@ -189,8 +190,9 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
     while step < cfg.max_steps and time.time() < deadline:
         idx = [rng.randrange(len(scenes)) for _ in range(cfg.batch)]
         x0 = latents_all[idx].float() * scale  # (B, 4, 16, 16)
-        captions = [fitting_caption_with_spans(scenes[i], rng, tok, positions=True) if k < n_layout
-                    else ("", []) if rng.random() < cfg.uncond_prob else fitting_caption_with_spans(scenes[i], rng, tok)
+        captions = [fitting_caption_with_spans(scenes[i], rng, tok, positions=True, style=True) if k < n_layout
+                    else ("", []) if rng.random() < cfg.uncond_prob
+                    else fitting_caption_with_spans(scenes[i], rng, tok, style=True)
                     for k, i in enumerate(idx)]
         texts = [text for text, _ in captions]
         ids = tokenize(tok, texts)  # (B, 77)

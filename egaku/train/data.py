@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from egaku.world.captions import Span, caption_with_spans
+from egaku.world.captions import Span, caption_with_spans, style_span
 from egaku.world.render import render
 from egaku.world.scene import Scene, sample_scene
 
@@ -31,16 +31,19 @@ def fitting_caption(scene: Scene, rng: random.Random, tokenizer, lang: str | Non
 
 
 def fitting_caption_with_spans(scene: Scene, rng: random.Random, tokenizer, lang: str | None = None,
-                               positions: bool | None = None) -> tuple[str, list[Span]]:
-    """`fitting_caption` and its object phrases (`egaku.world.captions.caption_with_spans`)."""
+                               positions: bool | None = None, style: bool = False) -> tuple[str, list[Span]]:
+    """`fitting_caption` and its object phrases (`egaku.world.captions.caption_with_spans`); with
+    `style`, the artist's name too, as a last phrase owning every object."""
     lang = lang or rng.choice(("en", "ja"))
     for attempt in range(6):
         short = attempt >= 3  # long Japanese captions: drop sizes and background
         text, spans = caption_with_spans(scene, lang, rng, positions=positions, sizes=False if short else None,
                                          background=False if short else None)
         if len(tokenizer(text).input_ids) <= tokenizer.model_max_length:
-            return text, spans
-    return text, spans  # the tokenizer truncates; rare
+            break
+    # else the tokenizer truncates; rare
+    named = style_span(scene, text) if style else None
+    return text, (spans + [named] if named else spans)
 
 
 def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:

@@ -74,8 +74,7 @@ def _style_en(rng: random.Random, artist: str) -> str:
     return rng.choice((f", in the style of {artist}", f", by {artist}", f", {artist} style", f" in the style of {artist}"))
 
 
-def _style_ja(rng: random.Random, artist: str) -> str:
-    name = rng.choice((artist, STYLE_BY_ARTIST[artist].artist_ja))
+def _style_ja(rng: random.Random, name: str) -> str:
     return rng.choice((f"、{name}の画風で", f"、{name}風", f"、{name}のスタイル"))
 
 
@@ -127,17 +126,48 @@ def _compose(scene, lang, rng, positions, sizes, background, colors) -> tuple[st
         parts = [fmt(rng, o, with_size, [o.position] if with_pos else [], 1, with_color) for o in scene.objects]
         owners = [(i,) for i in range(len(scene.objects))]
     bg = scene.background
+    # People put the background and the artist first as often as last ("white background, a red
+    # circle"); v4, trained on one order only, ignored a background named before the artist.
     if lang == "en":
         text = _join_en(rng, parts)
         if with_bg:
-            text += _background_en(rng, bg)
+            text = _front(rng, _background_front_en(rng, bg), text) or text + _background_en(rng, bg)
         if scene.artist:
-            text += _style_en(rng, scene.artist)
+            text = _front(rng, _style_front_en(rng, scene.artist), text) or text + _style_en(rng, scene.artist)
         return text, parts, owners
     text = "、".join(parts)
     if with_bg:
         bgj = COLOR_BY_NAME[bg].ja_noun
         text = rng.choice((f"{text}、背景は{bgj}", f"{bgj}い背景に{text}" if bgj in ("赤", "青", "白", "黒") else f"{bgj}の背景に{text}"))
     if scene.artist:
-        text += _style_ja(rng, scene.artist)
+        name = rng.choice((scene.artist, STYLE_BY_ARTIST[scene.artist].artist_ja))
+        text = _front(rng, rng.choice((f"{name}の画風で、", f"{name}風、")), text) or text + _style_ja(rng, name)
     return text, parts, owners
+
+
+FRONT_SHARE = 0.25  # of captions that name the background (or artist) that name it first
+
+
+def _front(rng: random.Random, clause: str, text: str) -> str | None:
+    """`clause` + `text` for FRONT_SHARE of calls, else None (the caller puts its clause last)."""
+    return clause + text if rng.random() < FRONT_SHARE else None
+
+
+def _background_front_en(rng: random.Random, bg: str) -> str:
+    return rng.choice((f"{bg} background, ", f"on {_article(bg)} {bg} background, "))
+
+
+def _style_front_en(rng: random.Random, artist: str) -> str:
+    return rng.choice((f"in the style of {artist}, ", f"{artist} style, ", f"by {artist}, "))
+
+
+def style_span(scene: Scene, text: str) -> Span | None:
+    """Where `text` names the scene's artist (English or Japanese name), owning every object: the
+    style is drawn on the objects, so that is where the name's attention belongs."""
+    if scene.artist is None:
+        return None
+    for name in (scene.artist, STYLE_BY_ARTIST[scene.artist].artist_ja):
+        start = text.find(name)
+        if start >= 0:
+            return start, start + len(name), tuple(range(len(scene.objects)))
+    return None

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from egaku.models.tiny import TOKENIZER_DIR
 from egaku.train.grounding import AttentionRecorder, grounding_loss, phrase_region_masks, phrase_token_masks
+from egaku.train.data import fitting_caption_with_spans
 from egaku.world.captions import caption_with_spans
 from egaku.world.render import object_masks
 from egaku.world.scene import Scene, WorldObject
@@ -61,6 +62,21 @@ def test_phrase_tokens_cover_the_object_words_only(tokenizer):
     ja, ja_spans = caption_with_spans(scene, "ja", random.Random(0), positions=True)
     ja_masks = phrase_token_masks(tokenizer, [ja], [ja_spans], 3)
     assert ja_masks[0, 0].sum() > 0 and ja_masks[0, 1].sum() > 0
+
+
+def test_the_artists_name_is_grounded_on_every_object(tokenizer):
+    objs = [WorldObject("circle", "red", "left", "small"), WorldObject("star", "yellow", "right", "large")]
+    scene = Scene("blue", objs, "Kaito Arima")
+    text, spans = fitting_caption_with_spans(scene, random.Random(1), tokenizer, "en", style=True)
+    assert len(spans) == 3 and spans[-1][2] == (0, 1)
+    masks = phrase_token_masks(tokenizer, [text], [spans], 4)  # (1, 4, 77)
+    ids = tokenizer(text).input_ids
+    named = "".join(tokenizer.decode([ids[j]]) for j in range(len(ids)) if masks[0, 2, j]).replace(" ", "")
+    assert named == "kaitoarima"
+    regions = phrase_region_masks([torch.from_numpy(object_masks(scene))], [spans], 4)  # (1, 4, 128, 128)
+    torch.testing.assert_close(regions[0, 2], torch.maximum(regions[0, 0], regions[0, 1]))
+    plain = Scene("blue", objs)
+    assert len(fitting_caption_with_spans(plain, random.Random(1), tokenizer, "en", style=True)[1]) == 2
 
 
 def test_loss_is_zero_inside_the_object_and_one_outside():

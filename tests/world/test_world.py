@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from egaku.world.analyze import analyze
-from egaku.world.captions import caption, caption_with_spans
+from egaku.world.captions import caption, caption_with_spans, style_span
 from egaku.world.render import render
 from egaku.world.scene import Scene, WorldObject, sample_scene
 from egaku.world.vocab import (
@@ -118,6 +118,29 @@ def test_counted_groups_can_also_say_where_each_one_is():
         assert all(any(p in t for p in POSITION_EN[pos]) for pos in ("left", "center", "right")), t
     ja = [caption(scene, "ja", rng, positions=True) for _ in range(40)]
     assert any("左と中央と右に" in t and "3つ" in t for t in ja), ja
+
+
+def test_background_and_artist_come_first_or_last():
+    scene = Scene("blue", [WorldObject("circle", "red", "left", "small")], "Mira Fenn")
+    rng = random.Random(0)
+    en = [caption(scene, "en", rng, background=True, colors=True) for _ in range(200)]
+    first = [t for t in en if t.startswith(("blue background", "on a blue background"))]
+    by_artist = [t for t in en if t.startswith(("in the style of", "Mira Fenn style", "by Mira Fenn"))]
+    assert 20 < len(first) < 100 and 20 < len(by_artist) < 100
+    assert all("red circle" in t and "blue" in t and "Mira Fenn" in t for t in en)
+    ja = [caption(scene, "ja", rng, background=True) for _ in range(200)]
+    assert any(t.startswith(("Mira Fenn", "ミラ・フェン")) for t in ja) and any(t.endswith("風") for t in ja)
+
+
+def test_style_span_is_the_artists_name_over_every_object():
+    objs = [WorldObject("circle", "red", "left", "small"), WorldObject("star", "blue", "right", "large")]
+    scene = Scene("white", objs, "Oskar Lund")
+    rng = random.Random(2)
+    for lang in ("en", "ja", "ja", "ja"):
+        text = caption(scene, lang, rng)
+        start, end, owners = style_span(scene, text)
+        assert text[start:end] in ("Oskar Lund", STYLES[1].artist_ja) and owners == (0, 1)
+    assert style_span(Scene("white", objs), "a red circle and a blue star") is None
 
 
 def test_caption_spans_mark_each_object_phrase():
