@@ -104,7 +104,8 @@ def test_generated_image_shows_the_prompted_colour(studio_page, engine):
 def test_reuse_settings_fills_the_form(studio_page, studio):
     page = studio_page
     job = studio.make_job(studio.local(), prompt="a green triangle, reuse-me", negative_prompt="yellow",
-                          sampler="DPM++ 2M", steps=3, cfg_scale=5.5, seed=777, width=144, height=112)
+                          sampler="DPM++ 2M", steps=3, cfg_scale=5.5, cfg_rescale=0.7, seed=777, width=144,
+                          height=112)
     page.fill("#search", "reuse-me")
     page.locator(f'#gallery-grid .thumb[data-job-id="{job.id}"]').click()
     detail = page.locator("#detail")
@@ -120,7 +121,7 @@ def test_reuse_settings_fills_the_form(studio_page, studio):
     assert page.input_value("#negative") == "yellow"
     assert page.input_value("#sampler") == "DPM++ 2M"
     assert page.input_value("#steps") == "3"
-    assert page.input_value("#cfg") == "5.5"
+    assert page.input_value("#cfg") == "5.5" and page.input_value("#cfg-rescale") == "0.7"
     assert (page.input_value("#width"), page.input_value("#height")) == ("144", "112")
     assert page.locator('#ratios [aria-pressed="true"]').inner_text() == "4:3"  # 144x112 is 4:3 at 128 px
     assert page.input_value("#seed-mode") == "fixed"

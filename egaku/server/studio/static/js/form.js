@@ -54,6 +54,7 @@ export class GenerationForm {
     this.f = {
       prompt: $("#prompt"), negative: $("#negative"), model: $("#model"), sampler: $("#sampler"),
       steps: $("#steps"), stepsRange: $("#steps-range"), cfg: $("#cfg"), cfgRange: $("#cfg-range"),
+      cfgRescale: $("#cfg-rescale"), cfgRescaleRange: $("#cfg-rescale-range"),
       width: $("#width"), height: $("#height"), seedMode: $("#seed-mode"), seed: $("#seed"), n: $("#n"),
       strength: $("#strength"), strengthOut: $("#strength-out"),
     };
@@ -79,6 +80,7 @@ export class GenerationForm {
     };
     pair(f.steps, f.stepsRange);
     pair(f.cfg, f.cfgRange);
+    pair(f.cfgRescale, f.cfgRescaleRange);
     for (const x of [f.prompt, f.negative, f.sampler, f.seed, f.n]) x.addEventListener("input", () => this.changed());
     f.model.addEventListener("change", () => { if (!this.init) this.selectRatio(this.ratio); this.changed(); });
     for (const x of [f.width, f.height]) x.addEventListener("input", () => { this.markRatio(null); this.changed(); });
@@ -168,6 +170,7 @@ export class GenerationForm {
       sampler: f.sampler.value || "Euler a",
       steps: Math.round(Number(f.steps.value)),
       cfg_scale: Number(f.cfg.value),
+      cfg_rescale: Number(f.cfgRescale.value),
       seed: this.seedValue(),
       width: Math.round(Number(f.width.value)),
       height: Math.round(Number(f.height.value)),
@@ -197,6 +200,7 @@ export class GenerationForm {
     this.loras.set(params.loras ?? []);
     if (params.steps) f.steps.value = f.stepsRange.value = params.steps;
     if (params.cfg_scale !== undefined) f.cfg.value = f.cfgRange.value = params.cfg_scale;
+    f.cfgRescale.value = f.cfgRescaleRange.value = params.cfg_rescale ?? 0; // jobs from before it: off
     if (params.width) f.width.value = params.width;
     if (params.height) f.height.value = params.height;
     const match = RATIOS.find(([label, rw, rh]) => {
