@@ -112,11 +112,10 @@ def apply_loras(bundle: ModelBundle, loras: list, keep_backup: bool = True) -> L
             if target is None:
                 continue
             w = _module(bundle, *target).weight
-            if layer.up.shape[0] * layer.down[0].numel() != w.numel():
+            if math.prod(layer.delta_shape) != w.numel():
                 raise ModelLoadError(
                     f"LoRA {lora.name!r} does not fit model {bundle.name!r} (it was made for {guess_family(lora)}): "
-                    f"layer {name} is {tuple(layer.up.shape[:1]) + tuple(layer.down.shape[1:])}, the model's weight "
-                    f"is {tuple(w.shape)}")
+                    f"layer {name} is {tuple(layer.delta_shape)}, the model's weight is {tuple(w.shape)}")
             plan.setdefault(target, []).append((layer, weight))
             matched += 1
         if matched == 0:

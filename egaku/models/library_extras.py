@@ -106,11 +106,11 @@ def _describe(kind: ModelKind, path: Path, name: str, sha256: str, in_index: boo
         from egaku.models.lora import addnet_hash_file, guess_family, read_lora, trigger_words
 
         lora = read_lora(path, name, sha256)
-        ranks = [layer.rank for layer in lora.layers.values()]
+        ranks = [layer.rank for layer in lora.layers.values() if layer.rank]  # an unfactorised LoKr has none
         alphas = {layer.alpha for layer in lora.layers.values()}
         sshs = lora.metadata.get("sshs_model_hash") or addnet_hash_file(path)
         return ExtraInfo(name, kind.value, str(path), guess_family(lora), sha256, autov2(sha256), size,
-                         trigger_words(lora), max(ranks), next(iter(alphas)) if len(alphas) == 1 else None,
+                         trigger_words(lora), max(ranks, default=None), next(iter(alphas)) if len(alphas) == 1 else None,
                          len(lora.layers), None, sshs, in_index)
     from egaku.models.embeddings import read_embedding
 

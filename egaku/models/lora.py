@@ -11,6 +11,7 @@ Layouts read (one reader, normalised to kohya's flat module names):
   processors), `text_encoder(_2).` prefixes, raw peft `base_model.model.` (a UNet); alpha from
   `.alpha` keys or diffusers' `lora_adapter_metadata` header, else alpha = rank.
 The delta of a layer is `up @ down * alpha / rank` (Hu et al. 2021, "LoRA", scaled as kohya).
+LyCORIS LoHa and LoKr layers in kohya-named files are read too (`egaku.models.lycoris`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 
 from egaku.errors import ModelLoadError
 from egaku.models.bundle import ModelBundle, ModelFamily
+from egaku.models.lycoris import LohaLayer, LokrLayer, lycoris_layer
 
 UNET = "lora_unet_"
 TE = "lora_te_"  # SD 1.x / 2.x text encoder
@@ -50,6 +52,14 @@ class LoraLayer:
     def scale(self) -> float:
         return 1.0 if self.alpha is None else float(self.alpha) / self.rank
 
+    @property
+    def in_features(self) -> int:
+        return self.down.shape[1]
+
+    @property
+    def delta_shape(self) -> tuple[int, ...]:
+        return self.up.shape[0], *self.down.shape[1:]
+
     def delta(self, shape: torch.Size | tuple, device=None) -> torch.Tensor:
         """The float32 weight delta `up @ down * scale`, reshaped to the module's weight `shape`."""
         up = self.up.to(device=device, dtype=torch.float32).flatten(1)  # (out, r)
@@ -64,13 +74,13 @@ class LoraLayer:
 class LoraFile:
     """A LoRA read from disk: layers by kohya flat name (`lora_unet_...`), header metadata, identity."""
 
-    layers: dict[str, LoraLayer]
+    layers: dict[str, LoraLayer | LohaLayer | LokrLayer]
     metadata: dict[str, str] = field(default_factory=dict)
     layout: str = "kohya"  # "kohya" | "diffusers" | "peft"
     path: str = ""
     name: str = ""
     sha256: str = ""  # of the whole file (Civitai's AutoV2 is its first 10 digits)
-    unsupported: list[str] = field(default_factory=list)  # layers of kinds egaku cannot apply (LoHa, LoKr, DoRA)
+    unsupported: list[str] = field(default_factory=list)  # layers of kinds egaku cannot apply (DoRA, lora_mid, diff)
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -152,7 +162,10 @@ def lora_from_state_dict(state_dict: dict[str, torch.Tensor], metadata: dict | N
     for name, p in parts.items():
         known = {"lora_down.weight", "lora_up.weight", "alpha"}
         if "lora_down.weight" not in p or "lora_up.weight" not in p or set(p) - known:
-            unsupported.append(name)  # LoHa (hada_*), LoKr (lokr_*), DoRA (dora_scale), lora_mid, diff
+            if (lycoris := lycoris_layer(p)) is not None:
+                layers[name] = lycoris
+            else:
+                unsupported.append(name)  # DoRA (dora_scale), lora_mid, diff, full weights
             continue
         alpha = p.get("alpha")
         if alpha is not None:
@@ -161,7 +174,8 @@ def lora_from_state_dict(state_dict: dict[str, torch.Tensor], metadata: dict | N
             alpha = hit[0] * p["lora_down.weight"].shape[0] / hit[1]  # keep scale lora_alpha / r
         layers[name] = LoraLayer(p["lora_down.weight"], p["lora_up.weight"], alpha)
     if not layers:
-        raise ModelLoadError(f"{where}: none of its {len(unsupported)} layers is a plain LoRA (LoHa/LoKr/DoRA are not supported)")
+        raise ModelLoadError(f"{where}: none of its {len(unsupported)} layers is a LoRA, LoHa or LoKr layer egaku can apply "
+                             "(DoRA, lora_mid and full-weight 'diff' layers are not supported)")
     return LoraFile(layers, metadata, layout, unsupported=unsupported)
 
 
@@ -322,7 +336,7 @@ def guess_family(lora: LoraFile) -> str:
     names = lora.layers.keys()
     if any(n.startswith(TE2) for n in names) or any("input_blocks" in n for n in names):
         return "sdxl"
-    widths = {layer.down.shape[1] for n, layer in lora.layers.items() if n.endswith("attn2_to_k")}
+    widths = {layer.in_features for n, layer in lora.layers.items() if n.endswith("attn2_to_k")}
     return {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(next(iter(widths), 0), "unknown")
 
 

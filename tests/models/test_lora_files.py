@@ -119,6 +119,73 @@ def test_files_that_are_not_plain_loras(tmp_path):
         read_lora(tmp_path / "trunc.safetensors")
 
 
+def _kron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Kronecker product by its definition, (a ⊗ b)[i*p + k, j*q + l, ...] = a[i, j] * b[k, l, ...]."""
+    (m, n), (p, q), kernel = a.shape, b.shape[:2], b.shape[2:]
+    extra = (None,) * len(kernel)
+    return (a[(slice(None), None, slice(None), None) + extra] * b[None, :, None]).reshape(m * p, n * q, *kernel)
+
+
+def _cp(t, a, b):
+    """A CP kernel by hand: W[:, :, k, l] = a.T @ t[:, :, k, l] @ b."""
+    out = torch.empty(a.shape[1], b.shape[1], *t.shape[2:])
+    for k in range(t.shape[2]):
+        for l in range(t.shape[3]):
+            out[:, :, k, l] = a.T @ t[:, :, k, l] @ b
+    return out
+
+
+def test_loha_and_lokr_layers_merge_as_lycoris_defines_them(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    r = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    q, conv = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", "lora_unet_down_blocks_0_resnets_0_conv1"
+    te = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+    loha = {f"{q}.hada_w1_a": r(32, 4), f"{q}.hada_w1_b": r(4, 32), f"{q}.hada_w2_a": r(32, 4), f"{q}.hada_w2_b": r(4, 32),
+            f"{q}.alpha": torch.tensor(2.0),
+            f"{conv}.hada_w1_a": r(4, 32), f"{conv}.hada_w1_b": r(4, 32), f"{conv}.hada_t1": r(4, 4, 3, 3),
+            f"{conv}.hada_w2_a": r(4, 32), f"{conv}.hada_w2_b": r(4, 32), f"{conv}.hada_t2": r(4, 4, 3, 3)}
+    lokr = {f"{q}.lokr_w1": r(2, 4), f"{q}.lokr_w2_a": r(16, 2), f"{q}.lokr_w2_b": r(2, 8), f"{q}.alpha": torch.tensor(1.0),
+            f"{conv}.lokr_w1": r(4, 2), f"{conv}.lokr_w2": r(8, 16, 3, 3),
+            f"{te}.lokr_w1_a": r(8, 2), f"{te}.lokr_w1_b": r(2, 4), f"{te}.lokr_w2": r(4, 8)}
+    save_file(loha, tmp_path / "loha.safetensors")
+    save_file(lokr, tmp_path / "lokr.safetensors")
+    bundle = tiny_bundle("sd1")
+    before = {k: v.clone() for k, v in bundle.unet.state_dict().items()}
+    te_before = {k: v.clone() for k, v in bundle.text_encoder.state_dict().items()}
+    a, k = loha, lokr  # expected deltas, by the formulas' definitions
+    expect_loha = {
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight":
+            (a[f"{q}.hada_w1_a"] @ a[f"{q}.hada_w1_b"]) * (a[f"{q}.hada_w2_a"] @ a[f"{q}.hada_w2_b"]) * 2.0 / 4,
+        "down_blocks.0.resnets.0.conv1.weight":
+            _cp(a[f"{conv}.hada_t1"], a[f"{conv}.hada_w1_a"], a[f"{conv}.hada_w1_b"])
+            * _cp(a[f"{conv}.hada_t2"], a[f"{conv}.hada_w2_a"], a[f"{conv}.hada_w2_b"]),  # no alpha: scale 1
+    }
+    expect_lokr = {
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight":
+            _kron(k[f"{q}.lokr_w1"], k[f"{q}.lokr_w2_a"] @ k[f"{q}.lokr_w2_b"]) * 1.0 / 2,
+        "down_blocks.0.resnets.0.conv1.weight": _kron(k[f"{conv}.lokr_w1"], k[f"{conv}.lokr_w2"]),
+    }
+    lora = read_lora(tmp_path / "loha.safetensors")
+    assert len(lora.layers) == 2 and lora.unsupported == [] and lora.layers[q].rank == 4
+    apply_loras(bundle, [(lora, 0.5)], keep_backup=False)
+    after = bundle.unet.state_dict()
+    for key, delta in expect_loha.items():
+        torch.testing.assert_close(after[key], before[key] + 0.5 * delta, rtol=1e-4, atol=1e-4)
+    bundle = tiny_bundle("sd1")
+    apply_loras(bundle, [(read_lora(tmp_path / "lokr.safetensors"), 1.0)], keep_backup=False)
+    after = bundle.unet.state_dict()
+    for key, delta in expect_lokr.items():
+        torch.testing.assert_close(after[key], before[key] + delta, rtol=1e-4, atol=1e-4)
+    te_key = next(key for key in te_before if key.endswith("layers.0.self_attn.q_proj.weight"))
+    torch.testing.assert_close(bundle.text_encoder.state_dict()[te_key],
+                               te_before[te_key] + _kron(k[f"{te}.lokr_w1_a"] @ k[f"{te}.lokr_w1_b"], k[f"{te}.lokr_w2"]),
+                               rtol=1e-4, atol=1e-4)  # alpha-less: scale 1
+    # a LoKr made for another model is refused before any weight changes
+    save_file({f"{q}.lokr_w1": r(2, 2), f"{q}.lokr_w2": r(8, 8)}, tmp_path / "small.safetensors")
+    with pytest.raises(ModelLoadError, match=r"layer .*attn1_to_q is \(16, 16\), the model's weight is \(32, 32\)"):
+        apply_loras(tiny_bundle("sd1"), [(read_lora(tmp_path / "small.safetensors"), 1.0)])
+
+
 def test_embedding_formats(tmp_path):
     v = torch.randn(3, 32)
     torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": v}, "name": "x", "step": 120}, tmp_path / "a1111.pt")
