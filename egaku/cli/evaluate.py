@@ -2,6 +2,7 @@
 
     egaku eval                           # the built-in model; a table per category
     egaku eval --model PATH --json       # one JSON object: overall_seen, overall_heldout, ...
+    egaku eval --category counting       # one category, with the same prompts and seeds as the whole run
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 from egaku.cli.common import note, print_json
+from egaku.eval.suite import CATEGORIES
 
 
 def register(subparsers) -> None:
@@ -23,6 +25,8 @@ def register(subparsers) -> None:
     p.add_argument("--per-category", type=int, default=8, help="seen prompts per category and language")
     p.add_argument("--heldout-per-category", type=int, default=4)
     p.add_argument("--limit", type=int, help="only the first N prompts (a quick check)")
+    p.add_argument("--category", dest="categories", action="append", default=[], choices=CATEGORIES,
+                   metavar="NAME", help=f"only this category (repeatable): {', '.join(CATEGORIES)}")
     p.add_argument("--grid", type=Path, metavar="PNG", help="also save all images as one grid")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--device", default="auto")
@@ -44,6 +48,7 @@ def run_eval(args: argparse.Namespace) -> int:
         per_category=args.per_category,
         heldout_per_category=args.heldout_per_category,
         limit=args.limit,
+        categories=tuple(args.categories),
     )
     bar = tqdm(total=None, unit="img", file=sys.stderr, disable=not sys.stderr.isatty())
 

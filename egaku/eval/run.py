@@ -2,6 +2,7 @@
 
     egaku eval                      # the built-in model
     egaku eval --model PATH --json  # any model; one JSON object on stdout
+    egaku eval --category counting  # one category: the same prompts and seeds as in the whole suite
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
+from egaku.errors import InvalidRequestError
 from egaku.eval.suite import CATEGORIES, EvalPrompt, build_suite
 from egaku.world.analyze import analyze
 
@@ -24,6 +26,7 @@ class EvalSettings:
     per_category: int = 8
     heldout_per_category: int = 4
     limit: int | None = None  # only the first N prompts (quick checks)
+    categories: tuple[str, ...] = ()  # only these categories (empty: all); prompts keep their seeds
 
 
 def _mean(xs: list[bool]) -> float | None:
@@ -34,15 +37,21 @@ def evaluate(settings: EvalSettings, engine=None, progress=None, keep_images: bo
     """Run the suite; returns the score report (fractions in 0..1)."""
     from egaku.engine import Engine, GenerationRequest
 
+    unknown = set(settings.categories) - set(CATEGORIES)
+    if unknown:
+        raise InvalidRequestError(f"unknown eval category {sorted(unknown)[0]!r}: one of {', '.join(CATEGORIES)}")
     engine = engine or Engine()
-    suite = build_suite(settings.per_category, settings.heldout_per_category)
+    # Prompt i of the whole suite always uses seed + i, so a category run alone draws the same images.
+    suite = list(enumerate(build_suite(settings.per_category, settings.heldout_per_category)))
+    if settings.categories:
+        suite = [(i, p) for i, p in suite if p.category in settings.categories]
     if settings.limit:
         suite = suite[: settings.limit]
     started = time.time()
     rows: list[tuple[EvalPrompt, bool]] = []
     attributes: list[dict[str, bool]] = []
     images = []
-    for i, prompt in enumerate(suite):
+    for done, (i, prompt) in enumerate(suite, 1):
         request = GenerationRequest(
             prompt.text,
             model=settings.model,
@@ -59,7 +68,7 @@ def evaluate(settings: EvalSettings, engine=None, progress=None, keep_images: bo
         if keep_images:
             images.append(image)
         if progress:
-            progress(i + 1, len(suite), prompt, ok)
+            progress(done, len(suite), prompt, ok)
     report = score(rows)
     report["attributes"] = attribute_rates(attributes)
     report.update(

@@ -1,5 +1,7 @@
 """The eval suite: fixed, bilingual, checks what prompts ask for; `evaluate` scores any engine model."""
 
+import pytest
+
 from egaku.eval.run import EvalSettings, evaluate, format_table, score
 from egaku.eval.suite import CATEGORIES, build_suite
 from egaku.world.analyze import analyze
@@ -77,3 +79,21 @@ def test_evaluate_runs_end_to_end_on_a_tiny_model():
     assert {"background", "shape"} <= set(report["attributes"])
     assert all(0.0 <= v <= 1.0 for v in report["attributes"].values())
     assert "attributes (partial credit, %)" in format_table(report)
+
+
+def test_one_category_draws_the_same_images_as_the_whole_suite():
+    from egaku.engine import Engine, GenerationRequest
+    from egaku.errors import InvalidRequestError
+    from egaku.models.tiny import tiny_bundle
+
+    engine = Engine(device="cpu", dtype="fp32")
+    engine.add_bundle("tiny", tiny_bundle("sd1"))
+    index, prompt = next((i, p) for i, p in enumerate(build_suite()) if p.category == "counting")
+    alone = evaluate(EvalSettings(model="tiny", steps=2, limit=1, categories=("counting",)), engine, keep_images=True)
+    assert alone["_rows"][0][0] == prompt and list(alone["categories"]) == ["counting"]
+    # the image prompt `index` gets in the whole suite: seed + index, the suite's settings
+    whole = engine.generate(GenerationRequest(prompt.text, model="tiny", sampler="DPM++ 2M", steps=2, cfg_scale=5.0,
+                                              seed=1000 + index)).images[0]
+    assert alone["_images"][0].tobytes() == whole.tobytes()
+    with pytest.raises(InvalidRequestError, match="unknown eval category 'shading'"):
+        evaluate(EvalSettings(model="tiny", categories=("shading",)), engine)
