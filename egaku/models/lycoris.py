@@ -107,7 +107,7 @@ class LokrLayer:
 
     @property
     def delta_shape(self) -> tuple[int, ...]:
-        a, b = (self.w1 if self.w1 is not None else torch.empty(self.w1_a.shape[0], self.w1_b.shape[1])).shape
+        a, b = self.w1.shape if self.w1 is not None else (self.w1_a.shape[0], self.w1_b.shape[1])
         if self.w2 is not None:
             c, d, *kernel = self.w2.shape
         elif self.t2 is not None:
