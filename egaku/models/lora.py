@@ -28,7 +28,7 @@ import torch
 
 from egaku.errors import ModelLoadError
 from egaku.models.bundle import ModelBundle, ModelFamily
-from egaku.models.lycoris import LohaLayer, LokrLayer, lycoris_layer
+from egaku.models.lycoris import LohaLayer, LokrLayer, fit_delta, lycoris_layer
 
 UNET = "lora_unet_"
 TE = "lora_te_"  # SD 1.x / 2.x text encoder
@@ -64,10 +64,7 @@ class LoraLayer:
         """The float32 weight delta `up @ down * scale`, reshaped to the module's weight `shape`."""
         up = self.up.to(device=device, dtype=torch.float32).flatten(1)  # (out, r)
         down = self.down.to(device=device, dtype=torch.float32).flatten(1)  # (r, in*kh*kw)
-        d = (up @ down) * self.scale  # (out, in*kh*kw)
-        if d.numel() != torch.Size(shape).numel():
-            raise ValueError(f"delta {tuple(d.shape)} does not fit weight {tuple(shape)}")
-        return d.reshape(shape)
+        return fit_delta((up @ down) * self.scale, shape)  # (out, in*kh*kw) -> shape
 
 
 @dataclass
@@ -160,17 +157,16 @@ def lora_from_state_dict(state_dict: dict[str, torch.Tensor], metadata: dict | N
     adapter = _adapter_alphas(metadata)
     layers, unsupported = {}, []
     for name, p in parts.items():
+        alpha = p.get("alpha")
+        alpha = None if alpha is None else float(alpha.float().reshape(-1)[0])
         known = {"lora_down.weight", "lora_up.weight", "alpha"}
         if "lora_down.weight" not in p or "lora_up.weight" not in p or set(p) - known:
-            if (lycoris := lycoris_layer(p)) is not None:
+            if (lycoris := lycoris_layer(p, alpha)) is not None:
                 layers[name] = lycoris
             else:
                 unsupported.append(name)  # DoRA (dora_scale), lora_mid, diff, full weights
             continue
-        alpha = p.get("alpha")
-        if alpha is not None:
-            alpha = float(alpha.float().reshape(-1)[0])
-        elif (hit := next((v for k, v in adapter.items() if name.startswith(k)), None)) is not None:
+        if alpha is None and (hit := next((v for k, v in adapter.items() if name.startswith(k)), None)) is not None:
             alpha = hit[0] * p["lora_down.weight"].shape[0] / hit[1]  # keep scale lora_alpha / r
         layers[name] = LoraLayer(p["lora_down.weight"], p["lora_up.weight"], alpha)
     if not layers:

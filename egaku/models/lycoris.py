@@ -31,7 +31,8 @@ def _cp(t: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.einsum("i j k l, j n, i o -> o n k l", t, b, a)
 
 
-def _reshaped(d: torch.Tensor, shape) -> torch.Tensor:
+def fit_delta(d: torch.Tensor, shape) -> torch.Tensor:
+    """`d` reshaped to a module's weight `shape`; ValueError if it holds another number of values."""
     if d.numel() != math.prod(shape):
         raise ValueError(f"delta {tuple(d.shape)} does not fit weight {tuple(shape)}")
     return d.reshape(shape)
@@ -68,11 +69,10 @@ class LohaLayer:
         return self.w1_a.shape[1], self.w1_b.shape[1], *self.t1.shape[2:]
 
     def delta(self, shape, device=None) -> torch.Tensor:
-        f = [_f32(t, device) for t in (self.w1_a, self.w1_b, self.w2_a, self.w2_b, self.t1, self.t2)]
-        w1a, w1b, w2a, w2b, t1, t2 = f
+        w1a, w1b, w2a, w2b, t1, t2 = (_f32(t, device) for t in (self.w1_a, self.w1_b, self.w2_a, self.w2_b, self.t1, self.t2))
         w1 = _cp(t1, w1a, w1b) if t1 is not None else w1a @ w1b.flatten(1)
         w2 = _cp(t2, w2a, w2b) if t2 is not None else w2a @ w2b.flatten(1)
-        return _reshaped(w1 * w2 * self.scale, shape)
+        return fit_delta(w1 * w2 * self.scale, shape)
 
 
 @dataclass
@@ -126,15 +126,13 @@ class LokrLayer:
             w2 = _f32(self.w2_a, device) @ _f32(self.w2_b, device).flatten(1)  # a conv's (c, d*kh*kw)
         if w2.ndim == 4:
             w1 = w1[:, :, None, None]  # kron over (out, in); the kernel comes from w2 alone
-        return _reshaped(torch.kron(w1, w2) * self.scale, shape)
+        return fit_delta(torch.kron(w1, w2) * self.scale, shape)
 
 
-def lycoris_layer(parts: dict[str, torch.Tensor]) -> LohaLayer | LokrLayer | None:
-    """The LoHa or LoKr layer made of one module's tensors (kohya part names), or None if they are
-    neither (or incomplete)."""
+def lycoris_layer(parts: dict[str, torch.Tensor], alpha: float | None) -> LohaLayer | LokrLayer | None:
+    """The LoHa or LoKr layer made of one module's tensors (kohya part names, `alpha` already read
+    from its `.alpha`), or None if they are neither (or incomplete)."""
     keys = set(parts)
-    alpha = parts.get("alpha")
-    alpha = None if alpha is None else float(alpha.float().reshape(-1)[0])
     if keys <= LOHA_PARTS and {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"} <= keys:
         return LohaLayer(parts["hada_w1_a"], parts["hada_w1_b"], parts["hada_w2_a"], parts["hada_w2_b"], alpha,
                          parts.get("hada_t1"), parts.get("hada_t2"))
