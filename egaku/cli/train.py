@@ -33,6 +33,11 @@ def register(subparsers) -> None:
                    help="loss weight of latent pixels that objects touch, against 1 for background (default 5)")
     b.add_argument("--layout-share", type=float,
                    help="share of each batch with captions that name positions and noisier timesteps (default 0)")
+    b.add_argument("--count-share", type=float,
+                   help="share of each batch on counting scenes captioned without positions (default 0)")
+    b.add_argument("--lr-decay-steps", type=int,
+                   help="cosine-decay the learning rate to a tenth over this many UNet steps (default 0: constant)")
+    b.add_argument("--lr-decay-start", type=int, help="UNet step where that decay starts (default 0)")
     b.add_argument("--grounding-weight", type=float,
                    help="weight of the token-grounding loss on cross-attention (TokenCompose; default 0.1, 0: off)")
     b.add_argument("--sample-every", type=int, help="write a sample grid every N UNet steps (default 500)")
@@ -62,6 +67,9 @@ def run_base(args: argparse.Namespace) -> int:
         "object_loss_weight": args.object_loss_weight,
         "layout_share": args.layout_share,
         "grounding_weight": args.grounding_weight,
+        "count_share": args.count_share,
+        "lr_decay_steps": args.lr_decay_steps,
+        "lr_decay_start": args.lr_decay_start,
         "config_dir": str(args.config_dir) if args.config_dir else None,
         "init_from": str(args.init_from) if args.init_from else None,
     }

@@ -20,6 +20,7 @@ Phases, each checkpointed so an interrupted run resumes where it stopped:
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -83,6 +84,16 @@ class BaseTrainConfig:
     # (v5). 0 turns it off. Added after v3 was found to look at its objects no more than chance;
     # with it, v4 follows positions (19% -> 100%).
     grounding_weight: float = 0.1
+    # Share of each batch on counting scenes captioned without positions ("three red stars"), the
+    # way people ask for a number of things, at the noisier timesteps where the count is decided.
+    # Added after v5 drew four to seven stars for "three blue stars": such captions were 1.6% of
+    # its training examples.
+    count_share: float = 0.0
+    # Cosine decay of the learning rate to lr_final_ratio x lr over lr_decay_steps UNet steps,
+    # starting at step lr_decay_start (0 steps: constant after warm-up).
+    lr_decay_start: int = 0
+    lr_decay_steps: int = 0
+    lr_final_ratio: float = 0.1
     max_steps: int = 1_000_000  # UNet steps; usually the time budget ends the run first
     minutes: float = 120.0  # wall-clock budget for this invocation (all phases)
     checkpoint_minutes: float = 5.0
@@ -92,6 +103,11 @@ class BaseTrainConfig:
     def __post_init__(self):
         if not 0.0 <= self.layout_share <= 1.0:
             raise InvalidRequestError(f"layout-share must be between 0 and 1, not {self.layout_share:g}")
+        if not 0.0 <= self.count_share <= 1.0 - self.layout_share:
+            raise InvalidRequestError(
+                f"count-share must be between 0 and 1 minus layout-share ({1 - self.layout_share:g}), not {self.count_share:g}")
+        if self.lr_decay_steps < 0 or not 0.0 <= self.lr_final_ratio <= 1.0:
+            raise InvalidRequestError("lr-decay-steps must be 0 or more and lr-final-ratio between 0 and 1")
         if self.object_loss_weight <= 0:
             raise InvalidRequestError(f"object-loss-weight must be positive, not {self.object_loss_weight:g}")
         if self.grounding_weight < 0:
@@ -139,6 +155,33 @@ def build_pool(vae, cfg: BaseTrainConfig, out: Path) -> dict:
     return {"scenes": scenes, "latents": lat, "scaling_factor": scale}
 
 
+def learning_rate(cfg: BaseTrainConfig, step: int) -> float:
+    """Linear warm-up, constant, then a cosine decay (Loshchilov & Hutter 2017) to lr_final_ratio x lr."""
+    lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+    if cfg.lr_decay_steps == 0 or step < cfg.lr_decay_start:
+        return lr
+    done = min(1.0, (step - cfg.lr_decay_start) / cfg.lr_decay_steps)
+    return lr * (cfg.lr_final_ratio + (1 - cfg.lr_final_ratio) * 0.5 * (1 + math.cos(math.pi * done)))
+
+
+def batch_examples(scenes, groups: list[int], rng: random.Random, tok, cfg: BaseTrainConfig):
+    """One batch's scene indices and (caption, phrase spans), in three parts: layout examples
+    (captions naming positions), counting examples (counting scenes, captions without positions),
+    then ordinary ones (any caption, or an empty one for classifier-free guidance). Also returns
+    how many lead examples take noisier timesteps (the first two parts)."""
+    n_layout = round(cfg.batch * cfg.layout_share)
+    n_count = round(cfg.batch * cfg.count_share) if groups else 0
+    idx = [rng.randrange(len(scenes)) for _ in range(cfg.batch)]
+    if n_count:
+        idx[n_layout:n_layout + n_count] = [groups[rng.randrange(len(groups))] for _ in range(n_count)]
+    captions = [fitting_caption_with_spans(scenes[i], rng, tok, positions=True, style=True) if k < n_layout
+                else fitting_caption_with_spans(scenes[i], rng, tok, positions=False, style=True) if k < n_layout + n_count
+                else ("", []) if rng.random() < cfg.uncond_prob
+                else fitting_caption_with_spans(scenes[i], rng, tok, style=True)
+                for k, i in enumerate(idx)]
+    return idx, captions, n_layout + n_count
+
+
 def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, deadline: float, on_sample=None,
                sample_modules: dict | None = None):
     """Phase 3: text encoder + UNet on the latent pool. Returns the EMA state dicts, and the UNet
@@ -166,7 +209,7 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
     scale = pool["scaling_factor"]
     latents_all, scenes = pool["latents"], pool["scenes"]
     n_timesteps = noise_sched.config.num_train_timesteps
-    n_layout = round(cfg.batch * cfg.layout_share)  # the first n_layout examples of each batch
+    groups = [i for i, s in enumerate(scenes) if s.group]  # counting scenes, for cfg.count_share
     weights = None
     if cfg.object_loss_weight != 1.0:
         weights = 1.0 + (cfg.object_loss_weight - 1.0) * latent_object_masks(scenes, latents_all.shape[-1])  # (N, 1, h, w)
@@ -188,20 +231,16 @@ def train_unet(unet, te, tok, sched_cfg, pool, cfg: BaseTrainConfig, out: Path, 
 
     bar = progress_bar("unet", cfg.max_steps if cfg.max_steps < 1_000_000 else None, step)
     while step < cfg.max_steps and time.time() < deadline:
-        idx = [rng.randrange(len(scenes)) for _ in range(cfg.batch)]
+        idx, captions, n_noisy = batch_examples(scenes, groups, rng, tok, cfg)
         x0 = latents_all[idx].float() * scale  # (B, 4, 16, 16)
-        captions = [fitting_caption_with_spans(scenes[i], rng, tok, positions=True, style=True) if k < n_layout
-                    else ("", []) if rng.random() < cfg.uncond_prob
-                    else fitting_caption_with_spans(scenes[i], rng, tok, style=True)
-                    for k, i in enumerate(idx)]
         texts = [text for text, _ in captions]
         ids = tokenize(tok, texts)  # (B, 77)
         noise = torch.randn_like(x0)
         t = torch.randint(0, n_timesteps, (cfg.batch,))
-        t[:n_layout] = torch.randint(n_timesteps // 2, n_timesteps, (n_layout,))
+        t[:n_noisy] = torch.randint(n_timesteps // 2, n_timesteps, (n_noisy,))
         xt = noise_sched.add_noise(x0, noise, t)
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+            g["lr"] = learning_rate(cfg, step)
         cond = te(ids).last_hidden_state  # (B, 77, D)
         if recorder is None:
             pred = unet(xt, t, cond).sample  # (B, 4, 16, 16)
@@ -358,6 +397,10 @@ def train_base(cfg: BaseTrainConfig, out: str | Path, export_to: str | Path | No
     ema, first, step = train_unet(unet, te, tok, sched_cfg, pool, cfg, out, deadline, on_sample, sample_modules)
     recipe = {"object_loss_weight": cfg.object_loss_weight, "layout_share": cfg.layout_share,
               "grounding_weight": cfg.grounding_weight, "lr": cfg.lr}
+    if cfg.count_share:
+        recipe["count_share"] = cfg.count_share
+    if cfg.lr_decay_steps:
+        recipe.update(lr_decay_start=cfg.lr_decay_start, lr_decay_steps=cfg.lr_decay_steps, lr_final_ratio=cfg.lr_final_ratio)
     info = {"unet_steps": step, "batch": cfg.batch, "vae_steps": cfg.vae_steps, "decoder_steps": cfg.decoder_steps,
             "pool_size": cfg.pool_size, **recipe,
             "scaling_factor": pool["scaling_factor"], "seed": cfg.seed, "init_from": cfg.init_from,

@@ -66,10 +66,52 @@ def test_bad_training_settings_are_one_line_errors(tmp_path):
         BaseTrainConfig(object_loss_weight=0)
     with pytest.raises(InvalidRequestError, match="grounding-weight must be 0 or more, not -1"):
         BaseTrainConfig(grounding_weight=-1)
+    with pytest.raises(InvalidRequestError, match=r"count-share must be between 0 and 1 minus layout-share \(0.25\), not 0.5"):
+        BaseTrainConfig(layout_share=0.75, count_share=0.5)
     proc = subprocess.run([sys.executable, "-m", "egaku.cli.main", "train", "base", "--out", str(tmp_path / "run"),
                            "--layout-share", "2"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
     assert proc.stderr.strip().splitlines()[-1] == "error: layout-share must be between 0 and 1, not 2"
+
+
+def test_count_share_spends_part_of_each_batch_on_counted_groups_without_positions(tiny_config):
+    import random
+
+    from egaku.train.base import batch_examples
+    from egaku.world.scene import sample_scene
+    from egaku.world.vocab import COUNT_EN, COUNT_JA, POSITION_EN, POSITION_JA
+
+    cfg = _cfg(tiny_config, batch=8, layout_share=0.25, count_share=0.5, uncond_prob=0.0)
+    tok = _load_components(cfg)[3]
+    rng = random.Random(0)
+    scenes = [sample_scene(rng) for _ in range(300)]
+    groups = [i for i, s in enumerate(scenes) if s.group]
+    position_words = [w for ws in POSITION_EN.values() for w in ws] + list(POSITION_JA.values())
+    for _ in range(10):
+        idx, captions, n_noisy = batch_examples(scenes, groups, rng, tok, cfg)
+        assert len(idx) == 8 and n_noisy == 6  # 2 layout + 4 counting examples take noisier timesteps
+        for k, (i, (text, spans)) in enumerate(zip(idx, captions)):
+            if k < 2:  # layout: positions always named
+                assert any(w in text for w in position_words), text
+            elif k < 6:  # counting: a group, counted, and no position
+                n = len(scenes[i].objects)
+                assert scenes[i].group and (COUNT_EN[n] in text or COUNT_JA[n] in text), text
+                assert not any(w in text for w in position_words), text
+                assert spans and spans[0][2] == tuple(range(n))  # the group is one grounded phrase
+    # with no counting scene in the pool, the batch is all layout and ordinary examples
+    idx, _, n_noisy = batch_examples(scenes, [], rng, tok, cfg)
+    assert n_noisy == 2
+
+
+def test_learning_rate_warms_up_holds_then_decays_on_a_cosine():
+    from egaku.train.base import learning_rate
+
+    cfg = BaseTrainConfig(lr=1e-3, warmup=10, lr_decay_start=100, lr_decay_steps=50, lr_final_ratio=0.1)
+    assert learning_rate(cfg, 4) == pytest.approx(5e-4)
+    assert learning_rate(cfg, 99) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 125) == pytest.approx(5.5e-4)  # halfway: the mean of lr and its floor
+    assert learning_rate(cfg, 150) == pytest.approx(1e-4) == learning_rate(cfg, 10_000)
+    assert learning_rate(BaseTrainConfig(lr=1e-3, warmup=10), 10_000) == 1e-3  # no decay unless asked
 
 
 def test_object_masks_cover_the_drawn_objects_in_latent_cells():
@@ -93,9 +135,10 @@ def test_object_masks_cover_the_drawn_objects_in_latent_cells():
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tiny_config, tmp_path):
-    train_base(_cfg(tiny_config, max_steps=6), tmp_path / "straight")
-    train_base(_cfg(tiny_config, max_steps=3), tmp_path / "resumed")
-    train_base(_cfg(tiny_config, max_steps=6), tmp_path / "resumed")
+    recipe = dict(count_share=0.25, layout_share=0.25, lr_decay_start=2, lr_decay_steps=3)  # every batch part, a decay
+    train_base(_cfg(tiny_config, max_steps=6, **recipe), tmp_path / "straight")
+    train_base(_cfg(tiny_config, max_steps=3, **recipe), tmp_path / "resumed")
+    train_base(_cfg(tiny_config, max_steps=6, **recipe), tmp_path / "resumed")
     a = torch.load(tmp_path / "straight" / "unet.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "unet.pt", weights_only=True)
     assert a["step"] == b["step"] == 6
