@@ -1,6 +1,6 @@
 """How well a VAE keeps the shapes world: the share of random scenes that the world's analyzer reads
 back fully right (background, every object's shape, colour and position, style) after encode -> decode,
-and per object shape and per scene style, the share read back as in the original render.
+and per object shape and per artist's style, the share read back as in the original render.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/vae_readback.py egaku/models/builtin/vae OTHER/vae
 
@@ -16,7 +16,7 @@ from collections import Counter
 import torch
 
 
-def readback(folder: str, scenes: int, seed: int) -> tuple[int, Counter, Counter, int]:
+def readback(folder: str, scenes: int, seed: int, style_share: float = 0.4) -> tuple[int, Counter, Counter, Counter, Counter]:
     from diffusers import AutoencoderKL
     from PIL import Image
 
@@ -31,9 +31,10 @@ def readback(folder: str, scenes: int, seed: int) -> tuple[int, Counter, Counter
 
     vae = AutoencoderKL.from_pretrained(folder).float()
     rng, right = random.Random(seed), 0
-    shape_ok, shape_n, style_ok = Counter(), Counter(), 0  # per shape: read back right, seen
+    shape_ok, shape_n = Counter(), Counter()  # per shape: read back right, seen
+    style_ok, style_n = Counter(), Counter()  # per artist ("none": plain scenes): read back right, seen
     for start in range(0, scenes, 8):
-        _, x = render_batch(rng, min(8, scenes - start))  # (B, 3, 128, 128)
+        _, x = render_batch(rng, min(8, scenes - start), style_share)  # (B, 3, 128, 128)
         with torch.no_grad():
             rec = vae.decode(vae.encode(x).latent_dist.mean).sample
         for r, t in zip(rec, x):
@@ -43,8 +44,9 @@ def readback(folder: str, scenes: int, seed: int) -> tuple[int, Counter, Counter
             for o in want.objects:
                 shape_n[o.shape] += 1
                 shape_ok[o.shape] += at.get(o.position) == o.shape
-            style_ok += got.artist == want.artist
-    return right, shape_ok, shape_n, style_ok
+            style_n[want.artist or "none"] += 1
+            style_ok[want.artist or "none"] += got.artist == want.artist
+    return right, shape_ok, shape_n, style_ok, style_n
 
 
 def main() -> None:
@@ -52,15 +54,17 @@ def main() -> None:
     ap.add_argument("folders", nargs="+", help="diffusers VAE folders")
     ap.add_argument("--scenes", type=int, default=96)
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--style-share", type=float, default=0.4, help="share of scenes drawn in an artist's style")
     args = ap.parse_args()
     for folder in args.folders:
-        right, shape_ok, shape_n, style_ok = readback(folder, args.scenes, args.seed)
+        right, shape_ok, shape_n, style_ok, style_n = readback(folder, args.scenes, args.seed, args.style_share)
         n = args.scenes
         print(f"{folder}: {right}/{n} scenes read back fully right ({right / n:.0%})")
         per_shape = ", ".join(f"{s} {shape_ok[s]}/{shape_n[s]}" for s in sorted(shape_n))
         ok, seen = sum(shape_ok.values()), sum(shape_n.values())
         print(f"  shapes {ok}/{seen} ({ok / seen:.0%}): {per_shape}")
-        print(f"  style (artist) {style_ok}/{n} ({style_ok / n:.0%})")
+        per_style = ", ".join(f"{a} {style_ok[a]}/{style_n[a]}" for a in sorted(style_n))
+        print(f"  style (artist) {sum(style_ok.values())}/{n} ({sum(style_ok.values()) / n:.0%}): {per_style}")
 
 
 if __name__ == "__main__":

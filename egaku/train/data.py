@@ -18,8 +18,8 @@ def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
-def render_batch(rng: random.Random, n: int) -> tuple[list[Scene], torch.Tensor]:
-    scenes = [sample_scene(rng) for _ in range(n)]
+def render_batch(rng: random.Random, n: int, style_share: float = 0.4) -> tuple[list[Scene], torch.Tensor]:
+    scenes = [sample_scene(rng, style_share=style_share) for _ in range(n)]
     return scenes, images_to_tensor([render(s) for s in scenes])
 
 

@@ -49,11 +49,12 @@ class Scene:
         )
 
 
-def sample_scene(rng: random.Random, *, allow_heldout: bool = False, jitter: int = 2) -> Scene:
-    """A random scene of 1 to 3 objects; with allow_heldout=False no held-out combination appears."""
+def sample_scene(rng: random.Random, *, allow_heldout: bool = False, jitter: int = 2, style_share: float = 0.4) -> Scene:
+    """A random scene of 1 to 3 objects, drawn in an artist's style with probability `style_share`;
+    with allow_heldout=False no held-out combination appears."""
     while True:
         background = rng.choice(COLORS)
-        artist = rng.choice(STYLES).artist if rng.random() < 0.4 else None
+        artist = rng.choice(STYLES).artist if rng.random() < style_share else None
         n = rng.choice((1, 1, 2, 2, 3))
         positions = rng.sample(list(POSITIONS), n)
         group = n > 1 and rng.random() < 0.3

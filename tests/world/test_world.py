@@ -82,6 +82,14 @@ def test_scene_sampling_is_reproducible_and_avoids_heldout_pairs():
         assert len({o.position for o in s.objects}) == len(s.objects)
 
 
+def test_style_share_sets_how_many_scenes_an_artist_draws():
+    rng = random.Random(1)
+    styled = [sample_scene(rng, style_share=0.6).artist is not None for _ in range(1000)]
+    assert 0.55 < sum(styled) / len(styled) < 0.65
+    assert all(sample_scene(rng, style_share=1.0).artist for _ in range(50))
+    assert not any(sample_scene(rng, style_share=0.0).artist for _ in range(50))
+
+
 def test_captions_mention_every_object_in_both_languages():
     scene = Scene(
         "blue",
