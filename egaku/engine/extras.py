@@ -89,6 +89,7 @@ def apply_loras(bundle: ModelBundle, loras: list, keep_backup: bool = True) -> L
     Raises ModelLoadError, leaving the model untouched, when a LoRA does not fit the model.
     With keep_backup=False the merge is permanent (e.g. to evaluate a model with a LoRA baked in).
     """
+    from egaku.models.dora import DoraLayer
     from egaku.models.lora import guess_family, module_table
 
     key = tuple((lora.sha256 or id(lora), float(w)) for lora, w in loras if w != 0.0)
@@ -112,10 +113,12 @@ def apply_loras(bundle: ModelBundle, loras: list, keep_backup: bool = True) -> L
             if target is None:
                 continue
             w = _module(bundle, *target).weight
-            if math.prod(layer.delta_shape) != w.numel():
+            dora_misfit = isinstance(layer, DoraLayer) and layer.norm_axis(w.shape) is None
+            if math.prod(layer.delta_shape) != w.numel() or dora_misfit:
+                what = f"DoRA magnitude {tuple(layer.magnitude.shape)}" if dora_misfit else tuple(layer.delta_shape)
                 raise ModelLoadError(
                     f"LoRA {lora.name!r} does not fit model {bundle.name!r} (it was made for {guess_family(lora)}): "
-                    f"layer {name} is {tuple(layer.delta_shape)}, the model's weight is {tuple(w.shape)}")
+                    f"layer {name} is {what}, the model's weight is {tuple(w.shape)}")
             plan.setdefault(target, []).append((layer, weight))
             matched += 1
         if matched == 0:
@@ -127,7 +130,7 @@ def apply_loras(bundle: ModelBundle, loras: list, keep_backup: bool = True) -> L
     with torch.no_grad():
         for target, parts in plan.items():
             w = _module(bundle, *target).weight
-            delta = sum(weight * layer.delta(w.shape, w.device) for layer, weight in parts)
+            delta = sum(weight * layer.delta(w.shape, w.device, base=w) for layer, weight in parts)
             if keep_backup:
                 backups[target] = w.detach().clone()
             w.copy_((w.float() + delta).to(w.dtype))

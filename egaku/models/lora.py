@@ -11,7 +11,8 @@ Layouts read (one reader, normalised to kohya's flat module names):
   processors), `text_encoder(_2).` prefixes, raw peft `base_model.model.` (a UNet); alpha from
   `.alpha` keys or diffusers' `lora_adapter_metadata` header, else alpha = rank.
 The delta of a layer is `up @ down * alpha / rank` (Hu et al. 2021, "LoRA", scaled as kohya).
-LyCORIS LoHa and LoKr layers in kohya-named files are read too (`egaku.models.lycoris`).
+LyCORIS LoHa and LoKr layers in kohya-named files are read too (`egaku.models.lycoris`), and any of
+these with a DoRA magnitude (`dora_scale`, peft's `lora_magnitude_vector`; `egaku.models.dora`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 
 from egaku.errors import ModelLoadError
 from egaku.models.bundle import ModelBundle, ModelFamily
+from egaku.models.dora import DoraLayer
 from egaku.models.lycoris import LohaLayer, LokrLayer, fit_delta, lycoris_layer
 
 UNET = "lora_unet_"
@@ -60,7 +62,7 @@ class LoraLayer:
     def delta_shape(self) -> tuple[int, ...]:
         return self.up.shape[0], *self.down.shape[1:]
 
-    def delta(self, shape: torch.Size | tuple, device=None) -> torch.Tensor:
+    def delta(self, shape: torch.Size | tuple, device=None, base=None) -> torch.Tensor:
         """The float32 weight delta `up @ down * scale`, reshaped to the module's weight `shape`."""
         up = self.up.to(device=device, dtype=torch.float32).flatten(1)  # (out, r)
         down = self.down.to(device=device, dtype=torch.float32).flatten(1)  # (r, in*kh*kw)
@@ -71,13 +73,13 @@ class LoraLayer:
 class LoraFile:
     """A LoRA read from disk: layers by kohya flat name (`lora_unet_...`), header metadata, identity."""
 
-    layers: dict[str, LoraLayer | LohaLayer | LokrLayer]
+    layers: dict[str, LoraLayer | LohaLayer | LokrLayer | DoraLayer]
     metadata: dict[str, str] = field(default_factory=dict)
     layout: str = "kohya"  # "kohya" | "diffusers" | "peft"
     path: str = ""
     name: str = ""
     sha256: str = ""  # of the whole file (Civitai's AutoV2 is its first 10 digits)
-    unsupported: list[str] = field(default_factory=list)  # layers of kinds egaku cannot apply (DoRA, lora_mid, diff)
+    unsupported: list[str] = field(default_factory=list)  # layers of kinds egaku cannot apply (lora_mid, diff)
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -88,6 +90,7 @@ _DIFFUSERS_PART = re.compile(
     r"lora_(?P<ab>[AB])(?:\.[A-Za-z0-9_]+)?\.weight"  # peft: lora_A.weight, lora_A.default.weight
     r"|lora(?:_linear_layer)?\.(?P<ud>down|up)\.weight"  # lora.down.weight, lora_linear_layer.up.weight
     r"|(?P<alpha>alpha)"
+    r"|(?P<mag>lora_magnitude_vector)(?:\.[A-Za-z0-9_]+)?(?:\.weight)?"  # peft DoRA: the magnitude
     r")$"
     r"|^(?P<pmodule>.+?)_lora\.(?P<pud>down|up)\.weight$"  # old processors: attn1.processor.to_q_lora.down.weight
 )
@@ -150,28 +153,31 @@ def lora_from_state_dict(state_dict: dict[str, torch.Tensor], metadata: dict | N
             continue
         layout = "peft" if key.startswith("base_model.model.") else "diffusers"
         down = m.group("ab") == "A" or "down" in (m.group("ud"), m.group("pud"))
-        part = "alpha" if m.group("alpha") else "lora_down.weight" if down else "lora_up.weight"
+        part = ("alpha" if m.group("alpha") else "dora_scale" if m.group("mag")
+                else "lora_down.weight" if down else "lora_up.weight")
         parts.setdefault(name, {})[part] = tensor
     if not parts:
         raise ModelLoadError(f"{where} holds no LoRA layers (neither kohya `lora_unet_...` nor diffusers `unet....lora_A` keys)")
     adapter = _adapter_alphas(metadata)
     layers, unsupported = {}, []
     for name, p in parts.items():
+        magnitude = p.pop("dora_scale", None)
         alpha = p.get("alpha")
         alpha = None if alpha is None else float(alpha.float().reshape(-1)[0])
         known = {"lora_down.weight", "lora_up.weight", "alpha"}
         if "lora_down.weight" not in p or "lora_up.weight" not in p or set(p) - known:
-            if (lycoris := lycoris_layer(p, alpha)) is not None:
-                layers[name] = lycoris
-            else:
-                unsupported.append(name)  # DoRA (dora_scale), lora_mid, diff, full weights
-            continue
-        if alpha is None and (hit := next((v for k, v in adapter.items() if name.startswith(k)), None)) is not None:
-            alpha = hit[0] * p["lora_down.weight"].shape[0] / hit[1]  # keep scale lora_alpha / r
-        layers[name] = LoraLayer(p["lora_down.weight"], p["lora_up.weight"], alpha)
+            layer = lycoris_layer(p, alpha)
+            if layer is None:
+                unsupported.append(name)  # lora_mid, diff, full weights
+                continue
+        else:
+            if alpha is None and (hit := next((v for k, v in adapter.items() if name.startswith(k)), None)) is not None:
+                alpha = hit[0] * p["lora_down.weight"].shape[0] / hit[1]  # keep scale lora_alpha / r
+            layer = LoraLayer(p["lora_down.weight"], p["lora_up.weight"], alpha)
+        layers[name] = layer if magnitude is None else DoraLayer(layer, magnitude)
     if not layers:
         raise ModelLoadError(f"{where}: none of its {len(unsupported)} layers is a LoRA, LoHa or LoKr layer egaku can apply "
-                             "(DoRA, lora_mid and full-weight 'diff' layers are not supported)")
+                             "(lora_mid and full-weight 'diff' layers are not supported)")
     return LoraFile(layers, metadata, layout, unsupported=unsupported)
 
 

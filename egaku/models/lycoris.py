@@ -7,7 +7,7 @@
   `lokr_t2`): delta = w1 ⊗ w2 (Kronecker product) · alpha / r, r the rank of a factorised side
   (scale 1 when neither side is factorised or there is no alpha), as in LyCORIS.
 Each layer has the same face as `LoraLayer`: rank, alpha, scale, in_features (of a linear layer),
-delta_shape and delta(shape).
+delta_shape and delta(shape, device, base) (`base`, the module's weight, matters only to DoRA).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class LohaLayer:
             return self.w1_a.shape[0], self.w1_b.shape[1]
         return self.w1_a.shape[1], self.w1_b.shape[1], *self.t1.shape[2:]
 
-    def delta(self, shape, device=None) -> torch.Tensor:
+    def delta(self, shape, device=None, base=None) -> torch.Tensor:
         w1a, w1b, w2a, w2b, t1, t2 = (_f32(t, device) for t in (self.w1_a, self.w1_b, self.w2_a, self.w2_b, self.t1, self.t2))
         w1 = _cp(t1, w1a, w1b) if t1 is not None else w1a @ w1b.flatten(1)
         w2 = _cp(t2, w2a, w2b) if t2 is not None else w2a @ w2b.flatten(1)
@@ -116,7 +116,7 @@ class LokrLayer:
             c, d, kernel = self.w2_a.shape[0], self.w2_b.shape[1], []
         return a * c, b * d, *kernel
 
-    def delta(self, shape, device=None) -> torch.Tensor:
+    def delta(self, shape, device=None, base=None) -> torch.Tensor:
         w1 = _f32(self.w1, device) if self.w1 is not None else _f32(self.w1_a, device) @ _f32(self.w1_b, device)
         if self.w2 is not None:
             w2 = _f32(self.w2, device)

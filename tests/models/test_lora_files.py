@@ -244,3 +244,59 @@ def test_loras_and_embeddings_in_the_library(tmp_path, egaku_home, capsys):
     assert {(r["name"], r["kind"]) for r in rows} == {("My-Style", "lora"), ("dropped", "lora"), ("thing", "embedding")}
     assert main(["models", "remove", "My-Style"]) == 0
     assert [e.name for e in list_extras("lora")] == ["dropped"]
+
+
+def test_dora_layers_renormalise_the_merged_weight_to_their_magnitude(tmp_path):
+    """DoRA (Liu et al. 2024): W' = m * (W + dW) / ||W + dW||, at strength s W + s (W' - W), as A1111
+    and ComfyUI merge it. kohya files hold m per input column (1, in), peft per output row (out,)."""
+    g = torch.Generator().manual_seed(1)
+    r = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    q, conv = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", "lora_unet_down_blocks_0_resnets_0_conv1"
+    q_key, conv_key = ("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight",
+                       "down_blocks.0.resnets.0.conv1.weight")
+    kohya = {f"{q}.lora_down.weight": r(4, 32), f"{q}.lora_up.weight": r(32, 4), f"{q}.alpha": torch.tensor(2.0),
+             f"{q}.dora_scale": r(1, 32).abs(),
+             f"{conv}.hada_w1_a": r(32, 2), f"{conv}.hada_w1_b": r(2, 32 * 9), f"{conv}.hada_w2_a": r(32, 2),
+             f"{conv}.hada_w2_b": r(2, 32 * 9), f"{conv}.dora_scale": r(1, 32, 1, 1).abs()}
+    save_file(kohya, tmp_path / "dora.safetensors")
+    before = tiny_bundle("sd1").unet.state_dict()
+    w, k = before[q_key], kohya
+    merged = w + k[f"{q}.lora_up.weight"] @ k[f"{q}.lora_down.weight"] * 2.0 / 4
+    column_norm = torch.stack([merged[:, j].norm() for j in range(32)])  # (in,)
+    dora_q = merged * k[f"{q}.dora_scale"] / column_norm
+    wc = before[conv_key]
+    merged_c = wc + ((k[f"{conv}.hada_w1_a"] @ k[f"{conv}.hada_w1_b"]) * (k[f"{conv}.hada_w2_a"] @ k[f"{conv}.hada_w2_b"])).reshape(wc.shape)
+    column_norm_c = torch.stack([merged_c[:, j].norm() for j in range(32)])
+    dora_c = merged_c * k[f"{conv}.dora_scale"] / column_norm_c[None, :, None, None]
+
+    lora = read_lora(tmp_path / "dora.safetensors")
+    assert len(lora.layers) == 2 and lora.unsupported == [] and lora.layers[q].rank == 4
+    bundle = tiny_bundle("sd1")
+    apply_loras(bundle, [(lora, 0.7)], keep_backup=False)
+    after = bundle.unet.state_dict()
+    torch.testing.assert_close(after[q_key], w + 0.7 * (dora_q - w), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(after[conv_key], wc + 0.7 * (dora_c - wc), rtol=1e-4, atol=1e-4)
+    # at strength 1 each input column's norm is the file's magnitude
+    bundle = tiny_bundle("sd1")
+    apply_loras(bundle, [(lora, 1.0)], keep_backup=False)
+    got = bundle.unet.state_dict()[q_key]
+    torch.testing.assert_close(got.norm(dim=0), k[f"{q}.dora_scale"][0], rtol=1e-4, atol=1e-4)
+
+    # peft: lora_A/lora_B and the magnitude of each output row
+    peft = {"base_model.model.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight": k[f"{q}.lora_down.weight"],
+            "base_model.model.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight": k[f"{q}.lora_up.weight"],
+            "base_model.model.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_magnitude_vector": r(32).abs()}
+    save_file(peft, tmp_path / "peft_dora.safetensors")
+    bundle = tiny_bundle("sd1")
+    apply_loras(bundle, [(read_lora(tmp_path / "peft_dora.safetensors"), 1.0)], keep_backup=False)
+    merged = w + k[f"{q}.lora_up.weight"] @ k[f"{q}.lora_down.weight"]  # no alpha: scale 1
+    m = peft["base_model.model.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_magnitude_vector"]
+    torch.testing.assert_close(bundle.unet.state_dict()[q_key], merged * (m / merged.norm(dim=1))[:, None],
+                               rtol=1e-4, atol=1e-4)
+    # a magnitude that fits neither axis of the weight is refused before any weight changes
+    save_file({**{key: v for key, v in kohya.items() if key.startswith(q)}, f"{q}.dora_scale": r(1, 16)},
+              tmp_path / "bad.safetensors")
+    bundle = tiny_bundle("sd1")
+    with pytest.raises(ModelLoadError, match=r"layer .*attn1_to_q is DoRA magnitude \(1, 16\), the model.s weight is \(32, 32\)"):
+        apply_loras(bundle, [(read_lora(tmp_path / "bad.safetensors"), 1.0)])
+    assert torch.equal(bundle.unet.state_dict()[q_key], w)
