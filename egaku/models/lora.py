@@ -10,7 +10,8 @@ Layouts read (one reader, normalised to kohya's flat module names):
   `.lora_linear_layer.down/up.weight`, `.processor.to_q_lora.down.weight` (old attention
   processors), `text_encoder(_2).` prefixes, raw peft `base_model.model.` (a UNet); alpha from
   `.alpha` keys or diffusers' `lora_adapter_metadata` header, else alpha = rank.
-The delta of a layer is `up @ down * alpha / rank` (Hu et al. 2021, "LoRA", scaled as kohya).
+The delta of a layer is `up @ down * alpha / rank` (Hu et al. 2021, "LoRA", scaled as kohya); a
+LoCon convolution with a Tucker core (`.lora_mid.weight`, (r, r, kh, kw)) is `up · mid · down`.
 LyCORIS LoHa and LoKr layers in kohya-named files are read too (`egaku.models.lycoris`), and any of
 these with a DoRA magnitude (`dora_scale`, peft's `lora_magnitude_vector`; `egaku.models.dora`).
 """
@@ -30,7 +31,7 @@ import torch
 from egaku.errors import ModelLoadError
 from egaku.models.bundle import ModelBundle, ModelFamily
 from egaku.models.dora import DoraLayer
-from egaku.models.lycoris import LohaLayer, LokrLayer, fit_delta, lycoris_layer
+from egaku.models.lycoris import LohaLayer, LokrLayer, cp_weight, fit_delta, lycoris_layer
 
 UNET = "lora_unet_"
 TE = "lora_te_"  # SD 1.x / 2.x text encoder
@@ -40,11 +41,13 @@ BASE_MODEL_VERSION = {ModelFamily.SD1: "sd_v1", ModelFamily.SD2: "sd_v2", ModelF
 
 @dataclass
 class LoraLayer:
-    """One adapted module: down (r, in[, kh, kw]), up (out, r[, 1, 1]); alpha None means rank."""
+    """One adapted module: down (r, in[, kh, kw]), up (out, r[, 1, 1]); alpha None means rank. A
+    LoCon convolution may have a Tucker core `mid` (r, r, kh, kw), then down is (r, in, 1, 1)."""
 
     down: torch.Tensor
     up: torch.Tensor
     alpha: float | None = None
+    mid: torch.Tensor | None = None
 
     @property
     def rank(self) -> int:
@@ -60,12 +63,17 @@ class LoraLayer:
 
     @property
     def delta_shape(self) -> tuple[int, ...]:
+        if self.mid is not None:
+            return self.up.shape[0], self.down.shape[1], *self.mid.shape[2:]
         return self.up.shape[0], *self.down.shape[1:]
 
     def delta(self, shape: torch.Size | tuple, device=None, base=None) -> torch.Tensor:
-        """The float32 weight delta `up @ down * scale`, reshaped to the module's weight `shape`."""
+        """The float32 weight delta `up @ down * scale` (or `up · mid · down * scale`), reshaped to
+        the module's weight `shape`."""
         up = self.up.to(device=device, dtype=torch.float32).flatten(1)  # (out, r)
-        down = self.down.to(device=device, dtype=torch.float32).flatten(1)  # (r, in*kh*kw)
+        down = self.down.to(device=device, dtype=torch.float32).flatten(1)  # (r, in*kh*kw), or (r, in) with mid
+        if self.mid is not None:
+            return fit_delta(cp_weight(self.mid.to(device=device, dtype=torch.float32), up.T, down) * self.scale, shape)
         return fit_delta((up @ down) * self.scale, shape)  # (out, in*kh*kw) -> shape
 
 
@@ -79,7 +87,7 @@ class LoraFile:
     path: str = ""
     name: str = ""
     sha256: str = ""  # of the whole file (Civitai's AutoV2 is its first 10 digits)
-    unsupported: list[str] = field(default_factory=list)  # layers of kinds egaku cannot apply (lora_mid, diff)
+    unsupported: list[str] = field(default_factory=list)  # layers of kinds egaku cannot apply (full-weight diff)
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -164,20 +172,20 @@ def lora_from_state_dict(state_dict: dict[str, torch.Tensor], metadata: dict | N
         magnitude = p.pop("dora_scale", None)
         alpha = p.get("alpha")
         alpha = None if alpha is None else float(alpha.float().reshape(-1)[0])
-        known = {"lora_down.weight", "lora_up.weight", "alpha"}
+        known = {"lora_down.weight", "lora_up.weight", "lora_mid.weight", "alpha"}
         if "lora_down.weight" not in p or "lora_up.weight" not in p or set(p) - known:
             layer = lycoris_layer(p, alpha)
             if layer is None:
-                unsupported.append(name)  # lora_mid, diff, full weights
+                unsupported.append(name)  # diff (full weights) and unknown kinds
                 continue
         else:
             if alpha is None and (hit := next((v for k, v in adapter.items() if name.startswith(k)), None)) is not None:
                 alpha = hit[0] * p["lora_down.weight"].shape[0] / hit[1]  # keep scale lora_alpha / r
-            layer = LoraLayer(p["lora_down.weight"], p["lora_up.weight"], alpha)
+            layer = LoraLayer(p["lora_down.weight"], p["lora_up.weight"], alpha, p.get("lora_mid.weight"))
         layers[name] = layer if magnitude is None else DoraLayer(layer, magnitude)
     if not layers:
         raise ModelLoadError(f"{where}: none of its {len(unsupported)} layers is a LoRA, LoHa or LoKr layer egaku can apply "
-                             "(lora_mid and full-weight 'diff' layers are not supported)")
+                             "(full-weight 'diff' layers are not supported)")
     return LoraFile(layers, metadata, layout, unsupported=unsupported)
 
 
@@ -285,11 +293,14 @@ def addnet_hash_file(path: str | os.PathLike) -> str:
 
 
 def lora_tensors(layers: dict[str, LoraLayer], dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """kohya keys -> tensors: `<name>.lora_down.weight`, `.lora_up.weight`, `.alpha` (0-dim)."""
+    """kohya keys -> tensors: `<name>.lora_down.weight`, `.lora_up.weight`, `.alpha` (0-dim), and
+    `.lora_mid.weight` for a layer with a Tucker core."""
     out = {}
     for name, layer in sorted(layers.items()):
         out[f"{name}.lora_down.weight"] = layer.down.detach().to("cpu", dtype).contiguous()
         out[f"{name}.lora_up.weight"] = layer.up.detach().to("cpu", dtype).contiguous()
+        if layer.mid is not None:
+            out[f"{name}.lora_mid.weight"] = layer.mid.detach().to("cpu", dtype).contiguous()
         alpha = layer.rank if layer.alpha is None else layer.alpha
         out[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=dtype)
     return out

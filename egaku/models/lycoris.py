@@ -25,7 +25,7 @@ def _f32(t: torch.Tensor | None, device) -> torch.Tensor | None:
     return None if t is None else t.to(device=device, dtype=torch.float32)
 
 
-def _cp(t: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def cp_weight(t: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """A CP-decomposed (Tucker) kernel back to a weight: core t (r, r, kh, kw), a (r, out), b (r, in)
     -> (out, in, kh, kw)."""
     return torch.einsum("i j k l, j n, i o -> o n k l", t, b, a)
@@ -70,8 +70,8 @@ class LohaLayer:
 
     def delta(self, shape, device=None, base=None) -> torch.Tensor:
         w1a, w1b, w2a, w2b, t1, t2 = (_f32(t, device) for t in (self.w1_a, self.w1_b, self.w2_a, self.w2_b, self.t1, self.t2))
-        w1 = _cp(t1, w1a, w1b) if t1 is not None else w1a @ w1b.flatten(1)
-        w2 = _cp(t2, w2a, w2b) if t2 is not None else w2a @ w2b.flatten(1)
+        w1 = cp_weight(t1, w1a, w1b) if t1 is not None else w1a @ w1b.flatten(1)
+        w2 = cp_weight(t2, w2a, w2b) if t2 is not None else w2a @ w2b.flatten(1)
         return fit_delta(w1 * w2 * self.scale, shape)
 
 
@@ -121,7 +121,7 @@ class LokrLayer:
         if self.w2 is not None:
             w2 = _f32(self.w2, device)
         elif self.t2 is not None:
-            w2 = _cp(_f32(self.t2, device), _f32(self.w2_a, device), _f32(self.w2_b, device))
+            w2 = cp_weight(_f32(self.t2, device), _f32(self.w2_a, device), _f32(self.w2_b, device))
         else:
             w2 = _f32(self.w2_a, device) @ _f32(self.w2_b, device).flatten(1)  # a conv's (c, d*kh*kw)
         if w2.ndim == 4:

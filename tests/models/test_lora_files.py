@@ -300,3 +300,25 @@ def test_dora_layers_renormalise_the_merged_weight_to_their_magnitude(tmp_path):
     with pytest.raises(ModelLoadError, match=r"layer .*attn1_to_q is DoRA magnitude \(1, 16\), the model.s weight is \(32, 32\)"):
         apply_loras(bundle, [(read_lora(tmp_path / "bad.safetensors"), 1.0)])
     assert torch.equal(bundle.unet.state_dict()[q_key], w)
+
+
+def test_locon_with_a_tucker_core_merges_as_up_mid_down(tmp_path):
+    """LoCon convolutions with `lora_mid` (LyCORIS use_tucker): W += up · mid · down · α/r."""
+    g = torch.Generator().manual_seed(2)
+    r = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    conv, key = "lora_unet_down_blocks_0_resnets_0_conv1", "down_blocks.0.resnets.0.conv1.weight"
+    down, mid, up = r(4, 32, 1, 1), r(4, 4, 3, 3), r(32, 4, 1, 1)
+    save_file({f"{conv}.lora_down.weight": down, f"{conv}.lora_mid.weight": mid, f"{conv}.lora_up.weight": up,
+               f"{conv}.alpha": torch.tensor(2.0)}, tmp_path / "locon.safetensors")
+    lora = read_lora(tmp_path / "locon.safetensors")
+    assert lora.unsupported == [] and lora.layers[conv].delta_shape == (32, 32, 3, 3)
+    bundle = tiny_bundle("sd1")
+    before = bundle.unet.state_dict()[key].clone()
+    apply_loras(bundle, [(lora, 1.0)], keep_backup=False)
+    expected = _cp(mid, up.flatten(1).T, down.flatten(1)) * 2.0 / 4
+    torch.testing.assert_close(bundle.unet.state_dict()[key], before + expected, rtol=1e-4, atol=1e-4)
+    # written back in kohya's layout with its core, and read to the same merge
+    write_kohya(tmp_path / "again.safetensors", lora.layers)
+    bundle = tiny_bundle("sd1")
+    apply_loras(bundle, [(read_lora(tmp_path / "again.safetensors"), 1.0)], keep_backup=False)
+    torch.testing.assert_close(bundle.unet.state_dict()[key], before + expected, rtol=1e-4, atol=1e-4)
