@@ -39,6 +39,7 @@ class SamplerName(StrEnum):
     DPMPP_SDE = "DPM++ SDE"
     DPMPP_SDE_KARRAS = "DPM++ SDE Karras"
     DDIM = "DDIM"
+    DDPM = "DDPM"
     PLMS = "PLMS"
     UNIPC = "UniPC"
     DEIS = "DEIS"
@@ -95,6 +96,9 @@ _TABLE: tuple[SamplerInfo, ...] = (
     SamplerInfo("DDIM", "DDIMScheduler", ("ddim",),
                 "denoising diffusion implicit models, eta 0 (Song et al. 2020)",
                 {"clip_sample": False, "set_alpha_to_one": False}),
+    SamplerInfo("DDPM", "DDPMScheduler", ("ddpm",),
+                "ancestral sampling of denoising diffusion probabilistic models (Ho et al. 2020); stochastic",
+                {"clip_sample": False}),
     SamplerInfo("PLMS", "PNDMScheduler", ("plms", "pndm"),
                 "pseudo linear multistep (Liu et al. 2022), as the original SD scripts' PLMS",
                 {"skip_prk_steps": True, "set_alpha_to_one": False}),
