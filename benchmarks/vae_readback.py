@@ -16,7 +16,7 @@ from collections import Counter
 import torch
 
 
-def readback(folder: str, scenes: int, seed: int, style_share: float = 0.4) -> tuple[int, Counter, Counter, Counter, Counter]:
+def readback(folder: str, scenes: int, seed: int, style_share: float) -> tuple[int, Counter, Counter, Counter, Counter]:
     from diffusers import AutoencoderKL
     from PIL import Image
 
@@ -44,17 +44,21 @@ def readback(folder: str, scenes: int, seed: int, style_share: float = 0.4) -> t
             for o in want.objects:
                 shape_n[o.shape] += 1
                 shape_ok[o.shape] += at.get(o.position) == o.shape
-            style_n[want.artist or "none"] += 1
-            style_ok[want.artist or "none"] += got.artist == want.artist
+            artist = want.artist or "none"
+            style_n[artist] += 1
+            style_ok[artist] += got.artist == want.artist
     return right, shape_ok, shape_n, style_ok, style_n
 
 
 def main() -> None:
+    from egaku.world.scene import STYLE_SHARE
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+", help="diffusers VAE folders")
     ap.add_argument("--scenes", type=int, default=96)
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--style-share", type=float, default=0.4, help="share of scenes drawn in an artist's style")
+    ap.add_argument("--style-share", type=float, default=STYLE_SHARE,
+                    help=f"share of scenes drawn in an artist's style (default {STYLE_SHARE}, as in training)")
     args = ap.parse_args()
     for folder in args.folders:
         right, shape_ok, shape_n, style_ok, style_n = readback(folder, args.scenes, args.seed, args.style_share)

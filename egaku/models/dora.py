@@ -15,8 +15,6 @@ from dataclasses import dataclass
 
 import torch
 
-DORA_PARTS = ("dora_scale", "lora_magnitude_vector")
-
 
 @dataclass
 class DoraLayer:

@@ -9,7 +9,7 @@ import torch
 
 from egaku.world.captions import Span, caption_with_spans, style_span
 from egaku.world.render import render
-from egaku.world.scene import Scene, sample_scene
+from egaku.world.scene import STYLE_SHARE, Scene, sample_scene
 
 
 def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
@@ -18,7 +18,7 @@ def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
-def render_batch(rng: random.Random, n: int, style_share: float = 0.4) -> tuple[list[Scene], torch.Tensor]:
+def render_batch(rng: random.Random, n: int, style_share: float = STYLE_SHARE) -> tuple[list[Scene], torch.Tensor]:
     scenes = [sample_scene(rng, style_share=style_share) for _ in range(n)]
     return scenes, images_to_tensor([render(s) for s in scenes])
 

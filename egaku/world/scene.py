@@ -18,6 +18,8 @@ from egaku.world.vocab import (
     contrasts,
 )
 
+STYLE_SHARE = 0.4  # share of scenes an artist draws, unless a caller asks for another
+
 
 @dataclass(frozen=True)
 class WorldObject:
@@ -49,7 +51,8 @@ class Scene:
         )
 
 
-def sample_scene(rng: random.Random, *, allow_heldout: bool = False, jitter: int = 2, style_share: float = 0.4) -> Scene:
+def sample_scene(rng: random.Random, *, allow_heldout: bool = False, jitter: int = 2,
+                 style_share: float = STYLE_SHARE) -> Scene:
     """A random scene of 1 to 3 objects, drawn in an artist's style with probability `style_share`;
     with allow_heldout=False no held-out combination appears."""
     while True:
