@@ -69,7 +69,7 @@ def lora_key(request) -> tuple | None:
 @dataclass
 class LoraPatch:
     key: tuple  # ((sha256, weight), ...) applied
-    backups: dict[tuple[str, str], torch.Tensor]  # (bundle attribute, module path) -> original weight
+    backups: dict[tuple[str, str, str], torch.Tensor]  # (bundle attribute, module path, "weight"/"bias") -> original
     text_changed: bool
 
 
@@ -83,13 +83,32 @@ def _clear_prompt_cache(bundle: ModelBundle) -> None:
         encoder.clear_cache()
 
 
+def _bias_delta(layer, device=None) -> torch.Tensor | None:
+    """The bias difference a layer carries (LyCORIS full layers' `diff_b`), or None."""
+    bias_delta = getattr(layer, "bias_delta", None)
+    return None if bias_delta is None else bias_delta(device)
+
+
+def _misfit(layer, module: torch.nn.Module) -> str | None:
+    """How a LoRA layer does not fit the module it names ("(4, 8), the model's weight is (8, 8)"), or None."""
+    from egaku.models.dora import DoraLayer
+
+    w, bias_delta = module.weight, _bias_delta(layer)
+    if math.prod(layer.delta_shape) != w.numel():
+        return f"{tuple(layer.delta_shape)}, the model's weight is {tuple(w.shape)}"
+    if isinstance(layer, DoraLayer) and layer.norm_axis(w.shape) is None:
+        return f"DoRA magnitude {tuple(layer.magnitude.shape)}, the model's weight is {tuple(w.shape)}"
+    if bias_delta is not None and (module.bias is None or bias_delta.shape != module.bias.shape):
+        return f"bias {tuple(bias_delta.shape)}, the model's bias is {'absent' if module.bias is None else tuple(module.bias.shape)}"
+    return None
+
+
 def apply_loras(bundle: ModelBundle, loras: list, keep_backup: bool = True) -> LoraPatch | None:
     """Merge [(LoraFile, weight), ...] into the bundle's weights (undoing any earlier patch first).
 
     Raises ModelLoadError, leaving the model untouched, when a LoRA does not fit the model.
     With keep_backup=False the merge is permanent (e.g. to evaluate a model with a LoRA baked in).
     """
-    from egaku.models.dora import DoraLayer
     from egaku.models.lora import guess_family, module_table
 
     key = tuple((lora.sha256 or id(lora), float(w)) for lora, w in loras if w != 0.0)
@@ -112,13 +131,10 @@ def apply_loras(bundle: ModelBundle, loras: list, keep_backup: bool = True) -> L
             target = table.get(name)
             if target is None:
                 continue
-            w = _module(bundle, *target).weight
-            dora_misfit = isinstance(layer, DoraLayer) and layer.norm_axis(w.shape) is None
-            if math.prod(layer.delta_shape) != w.numel() or dora_misfit:
-                what = f"DoRA magnitude {tuple(layer.magnitude.shape)}" if dora_misfit else tuple(layer.delta_shape)
-                raise ModelLoadError(
-                    f"LoRA {lora.name!r} does not fit model {bundle.name!r} (it was made for {guess_family(lora)}): "
-                    f"layer {name} is {what}, the model's weight is {tuple(w.shape)}")
+            misfit = _misfit(layer, _module(bundle, *target))
+            if misfit:
+                raise ModelLoadError(f"LoRA {lora.name!r} does not fit model {bundle.name!r} (it was made for "
+                                     f"{guess_family(lora)}): layer {name} is {misfit}")
             plan.setdefault(target, []).append((layer, weight))
             matched += 1
         if matched == 0:
@@ -126,14 +142,21 @@ def apply_loras(bundle: ModelBundle, loras: list, keep_backup: bool = True) -> L
                 f"LoRA {lora.name!r} does not fit model {bundle.name!r} ({bundle.family.value}): none of its "
                 f"{len(lora.layers)} layers matches (it was made for {guess_family(lora)})")
     # 2. merge: W <- W + sum w * delta, in float32; the originals are kept to restore exactly
-    backups: dict[tuple[str, str], torch.Tensor] = {}
+    backups: dict[tuple[str, str, str], torch.Tensor] = {}
     with torch.no_grad():
         for target, parts in plan.items():
-            w = _module(bundle, *target).weight
+            module = _module(bundle, *target)
+            w = module.weight
             delta = sum(weight * layer.delta(w.shape, w.device, base=w) for layer, weight in parts)
+            bias_parts = [(weight, d) for layer, weight in parts if (d := _bias_delta(layer, w.device)) is not None]
             if keep_backup:
-                backups[target] = w.detach().clone()
+                backups[(*target, "weight")] = w.detach().clone()
+                if bias_parts:
+                    backups[(*target, "bias")] = module.bias.detach().clone()
             w.copy_((w.float() + delta).to(w.dtype))
+            if bias_parts:
+                b = module.bias
+                b.copy_((b.float() + sum(weight * d for weight, d in bias_parts)).to(b.dtype))
     text_changed = any(attr != "unet" for attr, _ in plan)
     if text_changed:
         _clear_prompt_cache(bundle)
@@ -149,8 +172,8 @@ def restore_loras(bundle: ModelBundle) -> bool:
     if patch is None:
         return False
     with torch.no_grad():
-        for target, original in patch.backups.items():
-            _module(bundle, *target).weight.copy_(original)
+        for (attr, path, param), original in patch.backups.items():
+            getattr(_module(bundle, attr, path), param).copy_(original)
     if patch.text_changed:
         _clear_prompt_cache(bundle)
     return True

@@ -87,7 +87,7 @@ class LoraFile:
     path: str = ""
     name: str = ""
     sha256: str = ""  # of the whole file (Civitai's AutoV2 is its first 10 digits)
-    unsupported: list[str] = field(default_factory=list)  # layers of kinds egaku cannot apply (full-weight diff)
+    unsupported: list[str] = field(default_factory=list)  # layers of kinds egaku cannot apply
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def lora_from_state_dict(state_dict: dict[str, torch.Tensor], metadata: dict | N
         if "lora_down.weight" not in p or "lora_up.weight" not in p or set(p) - known:
             layer = lycoris_layer(p, alpha)
             if layer is None:
-                unsupported.append(name)  # diff (full weights) and unknown kinds
+                unsupported.append(name)  # unknown kinds
                 continue
         else:
             if alpha is None and (hit := next((v for k, v in adapter.items() if name.startswith(k)), None)) is not None:
@@ -184,8 +184,8 @@ def lora_from_state_dict(state_dict: dict[str, torch.Tensor], metadata: dict | N
             layer = LoraLayer(p["lora_down.weight"], p["lora_up.weight"], alpha, p.get("lora_mid.weight"))
         layers[name] = layer if magnitude is None else DoraLayer(layer, magnitude)
     if not layers:
-        raise ModelLoadError(f"{where}: none of its {len(unsupported)} layers is a LoRA, LoHa or LoKr layer egaku can apply "
-                             "(full-weight 'diff' layers are not supported)")
+        raise ModelLoadError(f"{where}: none of its {len(unsupported)} layers is a LoRA, LoHa, LoKr or full (diff) "
+                             "layer egaku can apply")
     return LoraFile(layers, metadata, layout, unsupported=unsupported)
 
 

@@ -6,6 +6,8 @@
 - LoKr (`lokr_w1` or `lokr_w1_a`/`lokr_w1_b`, `lokr_w2` or `lokr_w2_a`/`lokr_w2_b`, optional
   `lokr_t2`): delta = w1 ⊗ w2 (Kronecker product) · alpha / r, r the rank of a factorised side
   (scale 1 when neither side is factorised or there is no alpha), as in LyCORIS.
+- Full (`diff`, optional `diff_b`; LyCORIS `algo=full`): the whole difference of the weight (and
+  of the bias), added as it is, with no rank and no alpha.
 Each layer has the same face as `LoraLayer`: rank, alpha, scale, in_features (of a linear layer),
 delta_shape and delta(shape, device, base) (`base`, the module's weight, matters only to DoRA).
 """
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 LOHA_PARTS = {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2", "alpha"}
+FULL_PARTS = {"diff", "diff_b", "alpha"}
 LOKR_PARTS = {"lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2", "alpha"}
 
 
@@ -129,10 +132,37 @@ class LokrLayer:
         return fit_delta(torch.kron(w1, w2) * self.scale, shape)
 
 
-def lycoris_layer(parts: dict[str, torch.Tensor], alpha: float | None) -> LohaLayer | LokrLayer | None:
-    """The LoHa or LoKr layer made of one module's tensors (kohya part names, `alpha` already read
-    from its `.alpha`), or None if they are neither (or incomplete)."""
+@dataclass
+class FullLayer:
+    """LyCORIS full: `diff` has the module weight's own shape; `diff_b`, if any, the bias's."""
+
+    diff: torch.Tensor
+    diff_b: torch.Tensor | None = None
+    alpha = None
+    rank = None
+    scale = 1.0
+
+    @property
+    def in_features(self) -> int:
+        return self.diff.shape[1]
+
+    @property
+    def delta_shape(self) -> tuple[int, ...]:
+        return tuple(self.diff.shape)
+
+    def delta(self, shape, device=None, base=None) -> torch.Tensor:
+        return fit_delta(_f32(self.diff, device), shape)
+
+    def bias_delta(self, device=None) -> torch.Tensor | None:
+        return _f32(self.diff_b, device)
+
+
+def lycoris_layer(parts: dict[str, torch.Tensor], alpha: float | None) -> LohaLayer | LokrLayer | FullLayer | None:
+    """The LoHa, LoKr or full layer made of one module's tensors (kohya part names, `alpha` already
+    read from its `.alpha`), or None if they are none of these (or incomplete)."""
     keys = set(parts)
+    if "diff" in keys and keys <= FULL_PARTS:
+        return FullLayer(parts["diff"], parts.get("diff_b"))
     if keys <= LOHA_PARTS and {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"} <= keys:
         return LohaLayer(parts["hada_w1_a"], parts["hada_w1_b"], parts["hada_w2_a"], parts["hada_w2_b"], alpha,
                          parts.get("hada_t1"), parts.get("hada_t2"))

@@ -322,3 +322,33 @@ def test_locon_with_a_tucker_core_merges_as_up_mid_down(tmp_path):
     bundle = tiny_bundle("sd1")
     apply_loras(bundle, [(read_lora(tmp_path / "again.safetensors"), 1.0)], keep_backup=False)
     torch.testing.assert_close(bundle.unet.state_dict()[key], before + expected, rtol=1e-4, atol=1e-4)
+
+
+def test_lycoris_full_layers_add_their_weight_and_bias_differences(tmp_path):
+    """LyCORIS `algo=full` files (`diff`, `diff_b`): W += s·diff and b += s·diff_b, undone exactly;
+    a bias difference for a module without a bias is a one-line error before any weight changes."""
+    from egaku.engine.extras import restore_loras
+
+    g = torch.Generator().manual_seed(3)
+    r = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    conv, conv_key = "lora_unet_down_blocks_0_resnets_0_conv1", "down_blocks.0.resnets.0.conv1"
+    q, q_key = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", \
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+    diff, diff_b, diff_q = r(32, 32, 3, 3), r(32), r(32, 32)
+    save_file({f"{conv}.diff": diff, f"{conv}.diff_b": diff_b, f"{q}.diff": diff_q}, tmp_path / "full.safetensors")
+    lora = read_lora(tmp_path / "full.safetensors")
+    assert lora.unsupported == [] and lora.layers[conv].delta_shape == (32, 32, 3, 3)
+    bundle = tiny_bundle("sd1")
+    before = {k: v.clone() for k, v in bundle.unet.state_dict().items()}
+    apply_loras(bundle, [(lora, 0.5)])
+    after = bundle.unet.state_dict()
+    torch.testing.assert_close(after[f"{conv_key}.weight"], before[f"{conv_key}.weight"] + 0.5 * diff)
+    torch.testing.assert_close(after[f"{conv_key}.bias"], before[f"{conv_key}.bias"] + 0.5 * diff_b)
+    torch.testing.assert_close(after[f"{q_key}.weight"], before[f"{q_key}.weight"] + 0.5 * diff_q)
+    assert restore_loras(bundle)
+    assert all(torch.equal(v, before[k]) for k, v in bundle.unet.state_dict().items())
+
+    save_file({f"{q}.diff": diff_q, f"{q}.diff_b": diff_b}, tmp_path / "bad.safetensors")  # to_q has no bias
+    with pytest.raises(ModelLoadError, match=r"layer .*attn1_to_q is bias \(32,\), the model.s bias is absent"):
+        apply_loras(bundle, [(read_lora(tmp_path / "bad.safetensors"), 1.0)])
+    assert all(torch.equal(v, before[k]) for k, v in bundle.unet.state_dict().items())
