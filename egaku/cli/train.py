@@ -26,6 +26,8 @@ def register(subparsers) -> None:
     b.add_argument("--vae-steps", type=int, help="VAE steps (default 1200)")
     b.add_argument("--decoder-steps", type=int,
                    help="then fine-tune the VAE decoder alone for this many steps (latent space unchanged; default 0)")
+    b.add_argument("--vae-refine-steps", type=int,
+                   help="then refine the whole VAE on styled scenes, its latents anchored (default 0)")
     b.add_argument("--max-steps", type=int, help="stop the UNet phase after this many steps")
     b.add_argument("--pool-size", type=int, help="scenes encoded to latents once (default 24000)")
     b.add_argument("--batch", type=int, help="UNet batch size (default 32)")
@@ -60,6 +62,7 @@ def run_base(args: argparse.Namespace) -> int:
         "minutes": args.minutes,
         "vae_steps": args.vae_steps,
         "decoder_steps": args.decoder_steps,
+        "vae_refine_steps": args.vae_refine_steps,
         "max_steps": args.max_steps,
         "pool_size": args.pool_size,
         "batch": args.batch,

@@ -41,7 +41,7 @@ from egaku.train.grounding import (
 )
 from egaku.train.objective import diffusion_target, min_snr_weights
 from egaku.train.run_io import log_line, progress_bar, rng_from_list, rng_to_list, save_checkpoint
-from egaku.train.vae import train_decoder, train_vae
+from egaku.train.vae import encoder_tag, train_decoder, train_refine, train_vae
 from egaku.world.render import object_mask, object_masks
 from egaku.world.scene import scene_from_dict
 
@@ -63,6 +63,10 @@ class BaseTrainConfig:
     decoder_steps: int = 0  # then the decoder alone on the frozen encoder's latents (0: skip)
     decoder_lr: float = 2e-4
     decoder_latent_noise: float = 0.05  # Gaussian noise on its input latents, times their std
+    # then the whole VAE refined for the artists' textures, its latents anchored to where they were
+    # (`egaku.train.vae.train_refine`; 0: skip). Added after the VAE was found to paint dots and
+    # stripes as flat colour, which no UNet can then draw.
+    vae_refine_steps: int = 0
     pool_size: int = 24000  # scenes encoded once and reused with fresh captions
     batch: int = 32
     lr: float = 4e-4
@@ -108,6 +112,8 @@ class BaseTrainConfig:
                 f"count-share must be between 0 and 1 minus layout-share ({1 - self.layout_share:g}), not {self.count_share:g}")
         if self.lr_decay_steps < 0 or not 0.0 <= self.lr_final_ratio <= 1.0:
             raise InvalidRequestError("lr-decay-steps must be 0 or more and lr-final-ratio between 0 and 1")
+        if min(self.vae_steps, self.decoder_steps, self.vae_refine_steps) < 0:
+            raise InvalidRequestError("vae-steps, decoder-steps and vae-refine-steps must be 0 or more")
         if self.object_loss_weight <= 0:
             raise InvalidRequestError(f"object-loss-weight must be positive, not {self.object_loss_weight:g}")
         if self.grounding_weight < 0:
@@ -132,10 +138,11 @@ def _load_components(cfg: BaseTrainConfig):
 def build_pool(vae, cfg: BaseTrainConfig, out: Path) -> dict:
     """Phase 2: render `pool_size` scenes and encode them (posterior mean) once."""
     path, scenes_path = out / "pool.pt", out / "pool_scenes.json"
-    vae_step = torch.load(out / "vae.pt", weights_only=True)["step"] if (out / "vae.pt").exists() else -1
+    tag = encoder_tag(out)
     if path.exists() and scenes_path.exists():
         pool = torch.load(path, weights_only=True)
-        if pool.get("vae_step", vae_step) == vae_step:  # latents of this very VAE
+        stored = pool.get("encoder", [pool.get("vae_step", tag[0])])  # older pools: the VAE step alone
+        if list(stored) == tag:  # latents of this very encoder
             pool["scenes"] = [scene_from_dict(d) for d in json.loads(scenes_path.read_text())]
             return pool
     rng = random.Random(cfg.seed + 1)
@@ -151,7 +158,7 @@ def build_pool(vae, cfg: BaseTrainConfig, out: Path) -> dict:
     tmp = scenes_path.with_suffix(".tmp")
     tmp.write_text(json.dumps([asdict(sc) for sc in scenes]))
     tmp.replace(scenes_path)
-    save_checkpoint({"latents": lat, "scaling_factor": scale, "vae_step": vae_step}, path)
+    save_checkpoint({"latents": lat, "scaling_factor": scale, "encoder": tag}, path)
     return {"scenes": scenes, "latents": lat, "scaling_factor": scale}
 
 
@@ -391,6 +398,8 @@ def train_base(cfg: BaseTrainConfig, out: str | Path, export_to: str | Path | No
         return {"phase": "vae", "done": False}
     if not train_decoder(vae, cfg, out, deadline):
         return {"phase": "decoder", "done": False}
+    if not train_refine(vae, cfg, out, deadline):
+        return {"phase": "refine", "done": False}
     vae.requires_grad_(False)
     pool = build_pool(vae, cfg, out)
     sample_modules = {"vae": vae, "tokenizer": tok, "scheduler_config": sched_cfg, "scaling_factor": pool["scaling_factor"]}
@@ -402,7 +411,7 @@ def train_base(cfg: BaseTrainConfig, out: str | Path, export_to: str | Path | No
     if cfg.lr_decay_steps:
         recipe.update(lr_decay_start=cfg.lr_decay_start, lr_decay_steps=cfg.lr_decay_steps, lr_final_ratio=cfg.lr_final_ratio)
     info = {"unet_steps": step, "batch": cfg.batch, "vae_steps": cfg.vae_steps, "decoder_steps": cfg.decoder_steps,
-            "pool_size": cfg.pool_size, **recipe,
+            **({"vae_refine_steps": cfg.vae_refine_steps} if cfg.vae_refine_steps else {}), "pool_size": cfg.pool_size, **recipe,
             "scaling_factor": pool["scaling_factor"], "seed": cfg.seed, "init_from": cfg.init_from,
             "history": _record_segment(out, {"from_step": first, "to_step": step, **recipe})}
     if export_to:

@@ -1,5 +1,6 @@
 """The VAE phases of `egaku train base`: the whole AutoencoderKL on rendered scenes (L1 + MSE + a
-tiny KL term, as LDM), then optionally the decoder alone on the frozen encoder's latents."""
+tiny KL term, as LDM), then optionally the decoder alone on the frozen encoder's latents, then
+optionally the whole VAE refined for the artists' textures with its latents anchored."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import copy
+
 import torch
+import torch.nn.functional as F
 
 from egaku.train.data import render_batch
 from egaku.train.run_io import log_line, progress_bar, rng_from_list, rng_to_list, save_checkpoint
@@ -97,6 +101,82 @@ def train_decoder(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool
     return step >= cfg.decoder_steps
 
 
+# The refine phase. Styled scenes are oversampled: a texture (dots, stripes) covers a few percent of
+# a scene's pixels, and at the world's own share the VAE learned to paint it as a flat mean colour
+# (benchmarks/vae_readback.py: dots 0/26, stripes 3/28). An L1 loss on image gradients rewards the
+# edges a mean colour lacks. The anchor keeps the latents near the refine's starting encoder, so a
+# UNet trained on the old latents goes on from where it was instead of from scratch.
+REFINE_STYLE_SHARE = 0.6
+REFINE_GRADIENT_WEIGHT = 1.0
+REFINE_ANCHOR_WEIGHT = 1.0
+
+
+def train_refine(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool:
+    """Phase 1c: the whole VAE, from where the phases before left it, on styled scenes with the
+    gradient loss and the latent anchor (`REFINE_*`). Returns True when done (`vae_refine_steps`
+    reached; 0 skips the phase)."""
+    ck = out / "refine.pt"
+    state = torch.load(ck, weights_only=True) if ck.exists() else None
+    if cfg.vae_refine_steps == 0 and state is None:
+        return True
+    start = (torch.load(out / "vae.pt", weights_only=True)["step"], _decoder_step(out))
+    if state and tuple(state["start"]) != start:  # the phases before trained on since: refine anew
+        state = None
+    anchor = copy.deepcopy(vae.encoder), copy.deepcopy(vae.quant_conv)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.decoder_lr, weight_decay=0.0)
+    step = 0
+    rng = random.Random(cfg.seed + 5)
+    if state:
+        vae.load_state_dict(state["model"])
+        anchor[0].load_state_dict(state["anchor_encoder"])
+        anchor[1].load_state_dict(state["anchor_quant_conv"])
+        step = state["step"]
+        opt.load_state_dict(state["opt"])
+        rng.setstate(rng_from_list(state["rng"]))
+        torch.set_rng_state(state["torch_rng"])
+    if step >= cfg.vae_refine_steps:
+        return True
+    for module in anchor:
+        module.requires_grad_(False).eval()
+    vae.requires_grad_(True)
+    vae.train()
+
+    def loss_of_batch() -> torch.Tensor:
+        _, x = render_batch(rng, cfg.vae_batch, REFINE_STYLE_SHARE)  # (B, 3, 128, 128)
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        with torch.no_grad():
+            target = torch.chunk(anchor[1](anchor[0](x)), 2, dim=1)[0]  # the anchor's posterior mean
+        return (reconstruction_loss(rec, x, cfg.vae_object_weight)
+                + REFINE_GRADIENT_WEIGHT * gradient_loss(rec, x, cfg.vae_object_weight)
+                + REFINE_ANCHOR_WEIGHT * F.mse_loss(post.mean, target) + 1e-6 * post.kl().mean())
+
+    def checkpoint(step: int, done: bool) -> None:
+        save_checkpoint({"model": vae.state_dict(), "anchor_encoder": anchor[0].state_dict(),
+                         "anchor_quant_conv": anchor[1].state_dict(), "opt": opt.state_dict(), "step": step,
+                         "start": list(start), "rng": rng_to_list(rng.getstate()),
+                         "torch_rng": torch.get_rng_state(), "done": done}, ck)
+
+    step = _optimise("refine", loss_of_batch, opt, step, cfg.vae_refine_steps, checkpoint, out, cfg, deadline)
+    vae.eval()
+    vae.requires_grad_(False)
+    return step >= cfg.vae_refine_steps
+
+
+def encoder_tag(out: Path) -> list[int]:
+    """Which encoder a run folder's latents come from: the VAE phase's step and the refine phase's
+    (the decoder phase leaves the encoder as it is)."""
+    tag = [torch.load(out / "vae.pt", weights_only=True)["step"] if (out / "vae.pt").exists() else -1]
+    if (out / "refine.pt").exists():
+        tag.append(torch.load(out / "refine.pt", weights_only=True)["step"])
+    return tag
+
+
+def _decoder_step(out: Path) -> int:
+    ck = out / "decoder.pt"
+    return torch.load(ck, weights_only=True)["step"] if ck.exists() else 0
+
+
 def _optimise(phase: str, loss_of_batch, opt, step: int, total: int, checkpoint, out: Path, cfg: BaseTrainConfig,
               deadline: float) -> int:
     """The loop both VAE phases share: optimise until `total` steps or the deadline, log every 50
@@ -126,6 +206,18 @@ def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, object_weight: float
     weight = 1.0 + object_weight * foreground_mask(x)  # (B, 1, H, W)
     err = (rec - x).abs() + (rec - x) ** 2  # (B, 3, H, W)
     return (err * weight).mean() / weight.mean()
+
+
+def gradient_loss(rec: torch.Tensor, x: torch.Tensor, object_weight: float) -> torch.Tensor:
+    """L1 between the horizontal and vertical pixel differences of `rec` and `x`, object pixels
+    weighted as in `reconstruction_loss`: a texture painted as its mean colour has no edges."""
+    weight = 1.0 + object_weight * foreground_mask(x)  # (B, 1, H, W)
+    loss = 0.0
+    for dim in (2, 3):
+        d_rec, d_x = rec.diff(dim=dim), x.diff(dim=dim)
+        w = weight.narrow(dim, 0, weight.shape[dim] - 1)
+        loss = loss + ((d_rec - d_x).abs() * w).mean() / w.mean()
+    return loss
 
 
 def foreground_mask(x: torch.Tensor) -> torch.Tensor:

@@ -68,6 +68,11 @@ def test_bad_training_settings_are_one_line_errors(tmp_path):
         BaseTrainConfig(grounding_weight=-1)
     with pytest.raises(InvalidRequestError, match=r"count-share must be between 0 and 1 minus layout-share \(0.25\), not 0.5"):
         BaseTrainConfig(layout_share=0.75, count_share=0.5)
+    with pytest.raises(InvalidRequestError, match="lr-decay-steps must be 0 or more"):
+        BaseTrainConfig(lr_decay_steps=-5)
+    proc = subprocess.run([sys.executable, "-m", "egaku.cli.main", "train", "base", "--out", str(tmp_path / "run"),
+                           "--vae-refine-steps", "-1"], capture_output=True, text=True, timeout=300)
+    assert proc.stderr.strip().splitlines()[-1] == "error: vae-steps, decoder-steps and vae-refine-steps must be 0 or more"
     proc = subprocess.run([sys.executable, "-m", "egaku.cli.main", "train", "base", "--out", str(tmp_path / "run"),
                            "--layout-share", "2"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
@@ -197,3 +202,38 @@ def test_decoder_fine_tune_moves_only_the_decoder(tiny_config, tmp_path):
         if not k.startswith(("decoder.", "post_quant_conv.")):
             assert torch.equal(v, before[k]), k
     assert torch.equal(torch.load(run / "pool.pt", weights_only=True)["latents"], pool_before)  # pool kept
+
+
+def _pool_drift(run, before) -> float:
+    after = torch.load(run / "pool.pt", weights_only=True)["latents"].float()
+    return float((after - before).norm() / before.norm())
+
+
+def test_vae_refine_moves_the_encoder_within_its_anchor_and_re_encodes_the_pool(tiny_config, tmp_path, monkeypatch):
+    """`--vae-refine-steps`: the whole VAE trains on, the pool is re-encoded with the new encoder,
+    and the latent anchor keeps the latents nearer where they were than the same steps without it.
+    A refine interrupted and resumed ends on the same weights."""
+    import egaku.train.vae as vae_phases
+
+    first = tmp_path / "first"
+    train_base(_cfg(tiny_config, max_steps=0), first)
+    pool_before = torch.load(first / "pool.pt", weights_only=True)["latents"].float()
+    drift = {}
+    for weight in (0.0, 50.0):
+        run = tmp_path / f"anchor{weight:g}"
+        shutil.copytree(first, run)
+        monkeypatch.setattr(vae_phases, "REFINE_ANCHOR_WEIGHT", weight)
+        train_base(_cfg(tiny_config, vae_refine_steps=12, max_steps=0, decoder_lr=2e-3), run)
+        state = torch.load(run / "refine.pt", weights_only=True)
+        assert state["step"] == 12 and state["done"]
+        assert torch.load(run / "pool.pt", weights_only=True)["encoder"] == [4, 12]
+        drift[weight] = _pool_drift(run, pool_before)
+    assert 0 < drift[50.0] < drift[0.0], drift
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(first, resumed)
+    train_base(_cfg(tiny_config, vae_refine_steps=5, max_steps=0, decoder_lr=2e-3), resumed)
+    train_base(_cfg(tiny_config, vae_refine_steps=12, max_steps=0, decoder_lr=2e-3), resumed)
+    a = torch.load(resumed / "refine.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "anchor50" / "refine.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
