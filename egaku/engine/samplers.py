@@ -32,6 +32,8 @@ class SamplerName(StrEnum):
     DPM2_KARRAS = "DPM2 Karras"
     DPM2_A = "DPM2 a"
     DPM2_A_KARRAS = "DPM2 a Karras"
+    DPMPP_2S_A = "DPM++ 2S a"
+    DPMPP_2S_A_KARRAS = "DPM++ 2S a Karras"
     DPMPP_2M = "DPM++ 2M"
     DPMPP_2M_KARRAS = "DPM++ 2M Karras"
     DPMPP_2M_SDE = "DPM++ 2M SDE"
@@ -81,6 +83,11 @@ _TABLE: tuple[SamplerInfo, ...] = (
                 "DPM-Solver-2 with ancestral noise; stochastic"),
     SamplerInfo("DPM2 a Karras", "KDPM2AncestralDiscreteScheduler", ("k_dpm_2_a_ka", "dpm_2_ancestral_karras"),
                 "DPM-Solver-2 ancestral with the Karras noise schedule", _KARRAS),
+    SamplerInfo("DPM++ 2S a", "DPMSolverSinglestepScheduler", ("k_dpmpp_2s_a", "dpmpp_2s_ancestral", "k_dpmpp_2s_ancestral"),
+                "singlestep 2nd-order SDE DPM-Solver++ (Lu et al. 2022b), diffusers' counterpart of k-diffusion "
+                "sample_dpmpp_2s_ancestral (one UNet call per step where k-diffusion makes two); stochastic", _SDE_2M),
+    SamplerInfo("DPM++ 2S a Karras", "DPMSolverSinglestepScheduler", ("k_dpmpp_2s_a_ka", "dpmpp_2s_ancestral_karras"),
+                "DPM++ 2S a with the Karras noise schedule; stochastic", {**_SDE_2M, **_KARRAS}),
     SamplerInfo("DPM++ 2M", "DPMSolverMultistepScheduler", ("k_dpmpp_2m", "dpmpp_2m"),
                 "DPM-Solver++(2M) multistep (Lu et al. 2022b)"),
     SamplerInfo("DPM++ 2M Karras", "DPMSolverMultistepScheduler", ("k_dpmpp_2m_ka", "dpmpp_2m_karras"),

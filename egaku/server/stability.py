@@ -47,10 +47,9 @@ class StabilitySampler(StrEnum):
     K_LMS = "K_LMS"
 
 
-# Stability sampler -> A1111 name. egaku has no DPM++ 2S a: it maps to DPM2 a (the same
-# second-order ancestral family).
+# Stability sampler -> A1111 name.
 SAMPLERS = {
-    "DDIM": "DDIM", "DDPM": "DDPM", "K_DPMPP_2M": "DPM++ 2M", "K_DPMPP_2S_ANCESTRAL": "DPM2 a",
+    "DDIM": "DDIM", "DDPM": "DDPM", "K_DPMPP_2M": "DPM++ 2M", "K_DPMPP_2S_ANCESTRAL": "DPM++ 2S a",
     "K_DPM_2": "DPM2", "K_DPM_2_ANCESTRAL": "DPM2 a", "K_EULER": "Euler", "K_EULER_ANCESTRAL": "Euler a",
     "K_HEUN": "Heun", "K_LMS": "LMS",
 }

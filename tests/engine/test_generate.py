@@ -12,7 +12,7 @@ from egaku.engine.metadata import parse_parameters, request_kwargs_from_paramete
 from egaku.errors import InvalidRequestError
 from egaku.models.tiny import tiny_bundle
 
-STOCHASTIC = ["Euler a", "DPM++ 2M SDE", "DPM++ SDE Karras", "DDPM"]
+STOCHASTIC = ["Euler a", "DPM++ 2M SDE", "DPM++ SDE Karras", "DDPM", "DPM++ 2S a"]
 
 
 @pytest.fixture(scope="module")

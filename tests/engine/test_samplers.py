@@ -36,7 +36,8 @@ def test_unknown_sampler_lists_the_choices():
     "name, cls, karras",
     [("Euler", "EulerDiscreteScheduler", False), ("Euler Karras", "EulerDiscreteScheduler", True),
      ("DPM++ 2M", "DPMSolverMultistepScheduler", False), ("DPM++ 2M Karras", "DPMSolverMultistepScheduler", True),
-     ("DPM++ SDE Karras", "DPMSolverSDEScheduler", True)],
+     ("DPM++ SDE Karras", "DPMSolverSDEScheduler", True), ("DPM++ 2S a", "DPMSolverSinglestepScheduler", False),
+     ("DPM++ 2S a Karras", "DPMSolverSinglestepScheduler", True)],
 )
 def test_karras_variants(name, cls, karras):
     # a model config that asks for Karras sigmas must not leak into the plain sampler
@@ -55,6 +56,7 @@ def test_model_physics_carry_over():
 
 def test_sde_and_ddim_options():
     assert build_scheduler("DPM++ 2M SDE", SD_SCHEDULER).config.algorithm_type == "sde-dpmsolver++"
+    assert build_scheduler("k_dpmpp_2s_ancestral", SD_SCHEDULER).config.algorithm_type == "sde-dpmsolver++"
     ddim = build_scheduler("DDIM", SD_SCHEDULER)
     assert ddim.config.set_alpha_to_one is False and ddim.config.clip_sample is False
 
