@@ -23,7 +23,6 @@ from pathlib import Path
 from egaku.errors import InvalidRequestError
 from egaku.jobs.admin import AdminMixin
 from egaku.jobs.events import EventBus, Subscription
-from egaku.jobs.limits import TokenBuckets
 from egaku.jobs.settings import ServiceSettings
 from egaku.jobs.types import (
     Event, ImageView, JobSpec, JobStatus, JobView, Principal, QuotaExceeded, RateLimited, Unauthorized,
@@ -33,7 +32,7 @@ from egaku.jobs.views import image_view, job_view
 from egaku.jobs.webhooks import WebhookSender
 from egaku.jobs.worker import RunState, Worker
 from egaku.paths import egaku_home
-from egaku.store import Store
+from egaku.store import Store, ratelimit
 from egaku.store.errors import LimitReached
 from egaku.store.ids import iso, new_id, utcnow
 from egaku.store.schema import Job, JobState, WebhookState
@@ -55,7 +54,6 @@ class Service(AdminMixin):
         self.max_batch = max(1, int(max_batch)) if batching else 1
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
         self.bus = EventBus()
-        self.buckets = TokenBuckets(self.settings.key_rpm)
         self.webhooks = WebhookSender(self.store.set_webhook_state, tries=self.settings.webhook_tries,
                                       backoff_s=self.settings.webhook_backoff_s,
                                       timeout_s=self.settings.webhook_timeout_s,
@@ -202,10 +200,10 @@ class Service(AdminMixin):
 
     def submit(self, principal: Principal, spec: JobSpec) -> JobView:
         if self._auth and principal.api_key_id is not None:
-            wait_s = self.buckets.take(principal.api_key_id)
+            wait_s = self.store.take_request_token(principal.api_key_id, self.settings.key_rpm)
             if wait_s:
                 raise RateLimited(f"too many requests: at most {self.settings.key_rpm} a minute per API key",
-                                  retry_after=TokenBuckets.retry_after(wait_s))
+                                  retry_after=ratelimit.retry_after(wait_s))
         checked = check_spec(spec, engine=self.engine, settings=self.settings)
         stored = dict(checked.spec)
         if checked.init_image is not None:  # inputs are files before the job exists: a crash loses nothing

@@ -14,7 +14,7 @@ class ServiceSettings:
     # quotas and rate limits (429 with Retry-After)
     max_user_jobs: int = 100  # queued + running jobs per user
     max_key_active: int = 16  # queued + running jobs per API key
-    key_rpm: int = 120  # submits per minute per API key (token bucket of this size)
+    key_rpm: int = 120  # submits per minute per API key (a token bucket of this size, shared through the database)
     busy_retry_after_s: int = 5  # Retry-After when a quota or concurrency limit is hit
     # batching
     max_batch_images: int = 16  # images in one forward pass (engine's MAX_BATCH_SIZE)

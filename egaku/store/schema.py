@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Double, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -97,6 +97,10 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The key's requests-per-minute token bucket (`egaku.store.ratelimit`), here so that every server
+    # process on the database shares it: tokens left, and when (Unix seconds) they were counted.
+    rate_tokens: Mapped[float | None] = mapped_column(Double, nullable=True)
+    rate_at: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
 class Account(Base):

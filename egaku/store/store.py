@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from egaku.errors import InvalidRequestError
 from egaku.paths import egaku_home
-from egaku.store import ledger, queue
+from egaku.store import ledger, queue, ratelimit
 from egaku.store.blobs import BlobStore
 from egaku.store.db import create_db_engine, migrate, normalize_url, writer
 from egaku.store.errors import Conflict, LimitReached, NotFound, StoreUnavailable
@@ -171,6 +172,21 @@ class Store:
                 s.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
             key.last_used_at = now
         return key, user
+
+    def take_request_token(self, key_id: str, per_minute: int, now: float | None = None) -> float:
+        """Take a token from the key's requests-per-minute bucket (`egaku.store.ratelimit`): 0.0 if
+        the request may go on, else the seconds until a token is free (nothing taken). The key's row
+        is locked for the update, so server processes sharing the database share the bucket."""
+        if per_minute <= 0:
+            return 0.0
+        now = time.time() if now is None else now
+        with self.transaction() as s:
+            key = s.execute(select(ApiKey).where(ApiKey.id == key_id).with_for_update()).scalar_one_or_none()
+            if key is None:
+                raise NotFound(f"no API key {key_id}")
+            key.rate_tokens, wait = ratelimit.take_token(key.rate_tokens, key.rate_at, now, per_minute)
+            key.rate_at = now
+        return wait
 
     def revoke_key(self, key_id: str) -> ApiKey:
         with self.transaction() as s:

@@ -3,6 +3,7 @@
 import io
 import struct
 import threading
+import time
 import zlib
 
 import pytest
@@ -118,6 +119,21 @@ def test_requests_per_minute_per_key(make_service):
     assert 1 <= e.value.retry_after <= 20  # one token comes back every 20 s
     other, _ = user_with_key(service, "bob", credits=100)
     service.submit(other, tiny())  # buckets are per key
+
+
+def test_server_processes_on_one_database_share_a_keys_rate(db_url, make_service):
+    """Two services on one database (two server processes) draw on one bucket per key, so they do
+    not allow twice the rate; the bucket refills with time."""
+    first = make_service(db_url=db_url, settings=ServiceSettings(key_rpm=3))
+    second = make_service(db_url=db_url, settings=ServiceSettings(key_rpm=3))
+    principal, _ = user_with_key(first, "alice", credits=100)
+    first.submit(principal, tiny())
+    second.submit(principal, tiny())
+    first.submit(principal, tiny())
+    with pytest.raises(RateLimited, match="at most 3 a minute"):
+        second.submit(principal, tiny())
+    store = first.store
+    assert store.take_request_token(principal.api_key_id, 3, now=time.time() + 21) == 0.0  # one token back in 20 s
 
 
 def test_concurrent_submits_never_overdraw(db_url, make_service):  # db_url first: dropped last

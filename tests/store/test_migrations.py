@@ -20,7 +20,7 @@ def test_open_creates_every_table_at_head(store):
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     head = ScriptDirectory.from_config(config).get_current_head()
-    assert current_revision(store.engine) == head == "0002"
+    assert current_revision(store.engine) == head == "0003"
     # the migration builds exactly what the ORM describes (types, nullability, indexes)
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
