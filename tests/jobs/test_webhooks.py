@@ -1,6 +1,9 @@
 """Webhooks: the JobView JSON is POSTed when a job ends, retried with backoff, and the outcome recorded."""
 
 import json
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +19,7 @@ from egaku.jobs.webhooks import post_json
 class Receiver:
     """A real HTTP server on loopback that answers the first `failures` POSTs with 500."""
 
-    def __init__(self, failures: int):
+    def __init__(self, failures: int, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"):
         self.failures = failures
         self.bodies: list[dict] = []
         self.statuses: list[int] = []
@@ -36,7 +39,9 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?x=1"
+        if tls:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://{host}:{self.server.server_address[1]}/hook?x=1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
@@ -129,3 +134,37 @@ def test_a_name_that_resolves_to_loopback_is_refused_at_delivery(receiver_factor
     assert receiver.bodies == []
     assert post_json(f"http://localhost:{port}/hook", {"id": "x"}, timeout=5, private_ok=True) == 200
     assert receiver.bodies == [{"id": "x"}]
+
+
+def _self_signed(folder, name: str) -> tuple[str, str]:
+    """A self-signed certificate for host `name` and its key (PEM files), made with openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+                    "-addext", f"subjectAltName=DNS:{name}", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return str(cert), str(key)
+
+
+def test_https_webhooks_are_pinned_and_still_check_the_certificate_for_the_host(tmp_path, monkeypatch):
+    """An https webhook connects to the address it checked, over real TLS, and verifies that the
+    certificate names the URL's host: a trusted certificate for another name is refused."""
+    right, wrong = _self_signed(tmp_path, "localhost"), _self_signed(tmp_path, "example.org")
+    trusted = tmp_path / "trusted.pem"
+    trusted.write_text(open(right[0]).read() + open(wrong[0]).read())
+    monkeypatch.setenv("SSL_CERT_FILE", str(trusted))  # what ssl.create_default_context() trusts
+    receivers = []
+    for cert, key in (right, wrong):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        receivers.append(Receiver(0, tls=context, host="localhost"))
+    try:
+        assert post_json(receivers[0].url, {"id": "job-1"}, 10, private_ok=True) == 200
+        assert receivers[0].bodies == [{"id": "job-1"}]
+        with pytest.raises(ssl.SSLCertVerificationError, match="example.org|match"):
+            post_json(receivers[1].url, {"id": "job-2"}, 10, private_ok=True)
+        assert receivers[1].bodies == []
+    finally:
+        for r in receivers:
+            r.close()
