@@ -18,8 +18,12 @@ from egaku.world.vocab import CANVAS, COLOR_BY_NAME, SIZES, grid_center
 SS = 4  # supersampling factor
 HALF = 24  # templates are (2*HALF) x (2*HALF) pixels around the object centre
 OUTLINE_PX = 3  # line width of the outline style
-STRIPE_PERIOD = 8  # stripes style: diagonal period in pixels
-DOT_PERIOD = 7  # dots style: dot grid period
+# The textures are coarse on purpose: the VAE's latent cell is 8x8 pixels (SD's downsampling), and
+# v6's finer ones (4-pixel stripe bands, 3-pixel dots every 7 pixels) came back from the VAE as flat
+# colour (benchmarks/vae_readback.py: stripes 3/28, dots 0/26), so no UNet could draw them.
+STRIPE_PERIOD = 16  # stripes style: diagonal period in pixels (8-pixel bands)
+DOT_PERIOD = 8  # dots style: dot grid period, one dot per latent cell
+DOT_RADIUS2 = 5  # dots style: squared dot radius in pixels (dots 5 pixels across)
 
 
 def _polygon(shape: str, r: float) -> list[tuple[float, float]] | None:
@@ -94,7 +98,7 @@ def pattern(kind: str, x0: int, y0: int) -> np.ndarray | None:
     if kind == "dots":
         dx = (xs % DOT_PERIOD) - DOT_PERIOD // 2
         dy = (ys % DOT_PERIOD) - DOT_PERIOD // 2
-        return ((dx * dx + dy * dy) <= 2.5).astype(np.float32)
+        return ((dx * dx + dy * dy) <= DOT_RADIUS2).astype(np.float32)
     return None
 
 
