@@ -4,12 +4,11 @@ optionally the whole VAE refined for the artists' textures with its latents anch
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import copy
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +62,7 @@ def train_decoder(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool
     Returns True when done (`decoder_steps` reached; 0 skips the phase)."""
     ck = out / "decoder.pt"
     state = torch.load(ck, weights_only=True) if ck.exists() else None
-    vae_step = torch.load(out / "vae.pt", weights_only=True)["step"]
+    vae_step = checkpoint_step(out / "vae.pt")
     if state and state["vae_step"] != vae_step:  # the VAE trained on since: fine-tune its decoder anew
         state = None
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
@@ -119,7 +118,7 @@ def train_refine(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool:
     state = torch.load(ck, weights_only=True) if ck.exists() else None
     if cfg.vae_refine_steps == 0 and state is None:
         return True
-    start = (torch.load(out / "vae.pt", weights_only=True)["step"], _decoder_step(out))
+    start = (checkpoint_step(out / "vae.pt"), checkpoint_step(out / "decoder.pt", 0))
     if state and tuple(state["start"]) != start:  # the phases before trained on since: refine anew
         state = None
     anchor = copy.deepcopy(vae.encoder), copy.deepcopy(vae.quant_conv)
@@ -166,15 +165,17 @@ def train_refine(vae, cfg: BaseTrainConfig, out: Path, deadline: float) -> bool:
 def encoder_tag(out: Path) -> list[int]:
     """Which encoder a run folder's latents come from: the VAE phase's step and the refine phase's
     (the decoder phase leaves the encoder as it is)."""
-    tag = [torch.load(out / "vae.pt", weights_only=True)["step"] if (out / "vae.pt").exists() else -1]
+    tag = [checkpoint_step(out / "vae.pt", -1)]
     if (out / "refine.pt").exists():
-        tag.append(torch.load(out / "refine.pt", weights_only=True)["step"])
+        tag.append(checkpoint_step(out / "refine.pt"))
     return tag
 
 
-def _decoder_step(out: Path) -> int:
-    ck = out / "decoder.pt"
-    return torch.load(ck, weights_only=True)["step"] if ck.exists() else 0
+def checkpoint_step(path: Path, missing: int | None = None) -> int:
+    """The step a phase's checkpoint reached; `missing` if there is none (None: it must exist)."""
+    if missing is not None and not path.exists():
+        return missing
+    return torch.load(path, weights_only=True)["step"]
 
 
 def _optimise(phase: str, loss_of_batch, opt, step: int, total: int, checkpoint, out: Path, cfg: BaseTrainConfig,
