@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     b.add_argument("--batch", type=int, help="UNet batch size (default 32)")
     b.add_argument("--object-loss-weight", type=float,
                    help="loss weight of latent pixels that objects touch, against 1 for background (default 5)")
+    b.add_argument("--object-loss-max-timestep", type=int, metavar="T",
+                   help="that weight only below timestep T; noisier examples weigh every pixel alike, so the "
+                        "model does not learn to draw extra objects (default: at every timestep)")
     b.add_argument("--layout-share", type=float,
                    help="share of each batch with captions that name positions and noisier timesteps (default 0)")
     b.add_argument("--count-share", type=float,
@@ -68,6 +71,7 @@ def run_base(args: argparse.Namespace) -> int:
         "batch": args.batch,
         "sample_every": args.sample_every,
         "object_loss_weight": args.object_loss_weight,
+        "object_loss_max_timestep": args.object_loss_max_timestep,
         "layout_share": args.layout_share,
         "grounding_weight": args.grounding_weight,
         "count_share": args.count_share,

@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from egaku.models.tiny import TOKENIZER_DIR, _clip_config, tiny_vae
-from egaku.train.base import BUILTIN_CONFIG_DIR, BaseTrainConfig, _load_components, build_pool, fixed_batch_loss, train_base
+from egaku.train.base import (
+    BUILTIN_CONFIG_DIR,
+    BaseTrainConfig,
+    _load_components,
+    build_pool,
+    fixed_batch_loss,
+    gated_object_weights,
+    train_base,
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +52,27 @@ def test_training_lowers_the_loss(tiny_config, tmp_path):
     vae.load_state_dict(torch.load(tmp_path / "run" / "vae.pt", weights_only=True)["model"])
     pool = build_pool(vae, cfg, tmp_path / "run")
     before = fixed_batch_loss(unet, te, tok, sched, pool)
-    train_base(_cfg(tiny_config, max_steps=40, lr=2e-3, object_loss_weight=5.0, layout_share=0.25, grounding_weight=0.1),
-               tmp_path / "run")
+    train_base(_cfg(tiny_config, max_steps=40, lr=2e-3, object_loss_weight=5.0, object_loss_max_timestep=500,
+                    layout_share=0.25, grounding_weight=0.1), tmp_path / "run")
     state = torch.load(tmp_path / "run" / "unet.pt", weights_only=True)
     assert state["step"] == 40
     unet.load_state_dict(state["unet"])
     te.load_state_dict(state["te"])
     after = fixed_batch_loss(unet, te, tok, sched, pool)
     assert after < before * 0.8, (before, after)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[-1]["object_loss_max_timestep"] == 500 and history[-1]["to_step"] == 40
+
+
+def test_object_weight_is_gated_off_at_noisy_timesteps():
+    # two examples with an object in the top-left latent pixel, weight 5 there and 1 elsewhere
+    weights = torch.ones(2, 1, 2, 2)
+    weights[:, :, 0, 0] = 5.0
+    t = torch.tensor([299, 300])
+    gated = gated_object_weights(weights, t, 300)
+    assert gated[0].flatten().tolist() == [5.0, 1.0, 1.0, 1.0]  # layout settled: the object still weighs more
+    assert gated[1].flatten().tolist() == [1.0, 1.0, 1.0, 1.0]  # layout undecided: every pixel alike
+    assert torch.equal(gated_object_weights(weights, t, None), weights)
 
 
 def test_bad_training_settings_are_one_line_errors(tmp_path):
@@ -64,6 +85,8 @@ def test_bad_training_settings_are_one_line_errors(tmp_path):
         BaseTrainConfig(layout_share=1.5)
     with pytest.raises(InvalidRequestError, match="object-loss-weight must be positive, not 0"):
         BaseTrainConfig(object_loss_weight=0)
+    with pytest.raises(InvalidRequestError, match="object-loss-max-timestep must be 0 or more, not -1"):
+        BaseTrainConfig(object_loss_max_timestep=-1)
     with pytest.raises(InvalidRequestError, match="grounding-weight must be 0 or more, not -1"):
         BaseTrainConfig(grounding_weight=-1)
     with pytest.raises(InvalidRequestError, match=r"count-share must be between 0 and 1 minus layout-share \(0.25\), not 0.5"):
