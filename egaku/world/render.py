@@ -20,10 +20,12 @@ HALF = 24  # templates are (2*HALF) x (2*HALF) pixels around the object centre
 OUTLINE_PX = 3  # line width of the outline style
 # The textures are coarse on purpose: the VAE's latent cell is 8x8 pixels (SD's downsampling), and
 # v6's finer ones (4-pixel stripe bands, 3-pixel dots every 7 pixels) came back from the VAE as flat
-# colour (benchmarks/vae_readback.py: stripes 3/28, dots 0/26), so no UNet could draw them.
+# colour (benchmarks/vae_readback.py: stripes 3/28, dots 0/26), so no UNet could draw them. v7's
+# dots, 5 pixels across, one per latent cell, still came back flat after the VAE was refined for
+# them (0/26); dots 10 pixels across, one per 2x2 cells, come back 17/29 from v7's VAE untouched.
 STRIPE_PERIOD = 16  # stripes style: diagonal period in pixels (8-pixel bands)
-DOT_PERIOD = 8  # dots style: dot grid period, one dot per latent cell
-DOT_RADIUS2 = 5  # dots style: squared dot radius in pixels (dots 5 pixels across)
+DOT_PERIOD = 16  # dots style: dot grid period, one dot per 2x2 latent cells
+DOT_RADIUS2 = 25  # dots style: squared dot radius in pixels (dots 10 pixels across)
 
 
 def _polygon(shape: str, r: float) -> list[tuple[float, float]] | None:
