@@ -387,18 +387,20 @@ def _record_segment(out: Path, segment: dict) -> list[dict]:
 
 
 def _init_from(src: Path, cfg: BaseTrainConfig, out: Path, vae, unet, te) -> None:
-    """Start a new run from an exported model (e.g. the shipped built-in one): its VAE counts as
-    trained, and its text encoder and UNet are the UNet phase's starting weights."""
+    """Start a run from an exported model (e.g. the shipped built-in one): its text encoder and UNet
+    are the UNet phase's starting weights on every invocation (until the phase's own checkpoint
+    replaces them), and on the first invocation its VAE counts as trained."""
     from safetensors.torch import load_file
 
     def weights(folder: str) -> dict:
         file = next((src / folder).glob("*.safetensors"))
         return {k: v.float() for k, v in load_file(file).items()}
 
-    vae.load_state_dict(weights("vae"))
     unet.load_state_dict(weights("unet"))
     te.load_state_dict(weights("text_encoder"))
-    save_checkpoint({"model": vae.state_dict(), "step": cfg.vae_steps, "done": True}, out / "vae.pt")
+    if not (out / "vae.pt").exists():
+        vae.load_state_dict(weights("vae"))
+        save_checkpoint({"model": vae.state_dict(), "step": cfg.vae_steps, "done": True}, out / "vae.pt")
 
 
 def train_base(cfg: BaseTrainConfig, out: str | Path, export_to: str | Path | None = None, on_sample=None) -> dict:
@@ -409,7 +411,7 @@ def train_base(cfg: BaseTrainConfig, out: str | Path, export_to: str | Path | No
     deadline = time.time() + cfg.minutes * 60
     torch.manual_seed(cfg.seed)
     vae, unet, te, tok, sched_cfg = _load_components(cfg)
-    if cfg.init_from and not (out / "vae.pt").exists():
+    if cfg.init_from:  # also on a resume: one stopped before the UNet's first checkpoint starts from it again
         _init_from(Path(cfg.init_from), cfg, out, vae, unet, te)
     if not train_vae(vae, cfg, out, deadline):
         return {"phase": "vae", "done": False}

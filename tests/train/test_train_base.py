@@ -195,15 +195,22 @@ def test_export_writes_a_loadable_fp16_model(tiny_config, tmp_path):
 def test_a_new_run_can_start_from_an_exported_model(tiny_config, tmp_path):
     from safetensors.torch import load_file
 
+    def same(x, y, part: str) -> bool:
+        a, b = (load_file(next((m / part).glob("*.safetensors"))) for m in (x, y))
+        return all(torch.equal(a[k], b[k]) for k in a)
+
     first = tmp_path / "first"
     train_base(_cfg(tiny_config, max_steps=3), tmp_path / "run1", export_to=first)
-    train_base(_cfg(tiny_config, max_steps=0, init_from=str(first)), tmp_path / "run2", export_to=tmp_path / "second")
-    a = load_file(next((first / "unet").glob("*.safetensors")))
-    b = load_file(next((tmp_path / "second" / "unet").glob("*.safetensors")))
-    assert all(torch.equal(a[k], b[k]) for k in a)  # no steps taken: the starting weights come back
-    va = load_file(next((first / "vae").glob("*.safetensors")))
-    vb = load_file(next((tmp_path / "second" / "vae").glob("*.safetensors")))
-    assert all(torch.equal(va[k], vb[k]) for k in va)
+    cfg = _cfg(tiny_config, max_steps=0, init_from=str(first))
+    train_base(cfg, tmp_path / "run2", export_to=tmp_path / "second")
+    # no steps taken: the starting weights come back
+    assert same(first, tmp_path / "second", "unet") and same(first, tmp_path / "second", "text_encoder")
+    assert same(first, tmp_path / "second", "vae")
+    # a run stopped after the VAE counted as done but before the UNet's first checkpoint resumes
+    # from the exported model again, not from random weights
+    (tmp_path / "run2" / "unet.pt").unlink()
+    train_base(cfg, tmp_path / "run2", export_to=tmp_path / "third")
+    assert same(first, tmp_path / "third", "unet") and same(first, tmp_path / "third", "text_encoder")
 
 
 def test_decoder_fine_tune_moves_only_the_decoder(tiny_config, tmp_path):
