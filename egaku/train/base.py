@@ -388,16 +388,17 @@ def _record_segment(out: Path, segment: dict) -> list[dict]:
 
 def _init_from(src: Path, cfg: BaseTrainConfig, out: Path, vae, unet, te) -> None:
     """Start a run from an exported model (e.g. the shipped built-in one): its text encoder and UNet
-    are the UNet phase's starting weights on every invocation (until the phase's own checkpoint
-    replaces them), and on the first invocation its VAE counts as trained."""
+    are the UNet phase's starting weights on every invocation until that phase has a checkpoint of
+    its own, and on the first invocation its VAE counts as trained."""
     from safetensors.torch import load_file
 
     def weights(folder: str) -> dict:
         file = next((src / folder).glob("*.safetensors"))
         return {k: v.float() for k, v in load_file(file).items()}
 
-    unet.load_state_dict(weights("unet"))
-    te.load_state_dict(weights("text_encoder"))
+    if not (out / "unet.pt").exists():  # once it exists, train_unet resumes from it instead
+        unet.load_state_dict(weights("unet"))
+        te.load_state_dict(weights("text_encoder"))
     if not (out / "vae.pt").exists():
         vae.load_state_dict(weights("vae"))
         save_checkpoint({"model": vae.state_dict(), "step": cfg.vae_steps, "done": True}, out / "vae.pt")
